@@ -1,0 +1,52 @@
+"""Versioned folders under `artifacts.root`, published atomically with a LATEST pointer.
+
+    <root>/datasets/<name>/<version>/      prepared data (recsys.data)
+    <root>/runs/<run>/                     Ray Train checkpoints (resume)
+    <root>/models/<run_name>/<stage>/<version>/   save_pretrained exports + recsys.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+LATEST = "LATEST"
+
+
+def publish_folder(src: Path, parent: Path, version: str, metadata: dict) -> Path:
+    """Copy `src` to `parent/version` via a scratch folder and rename, then move LATEST to it."""
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / version
+    scratch = parent / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(src, scratch)
+    (scratch / "recsys.json").write_text(json.dumps(metadata, indent=2, default=str))
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(scratch, final)
+    point_latest(parent, version)
+    return final
+
+
+def point_latest(parent: Path, version: str) -> None:
+    tmp = parent / f".{LATEST}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(version)
+    os.replace(tmp, parent / LATEST)
+
+
+def latest_version(parent: Path, what: str) -> Path:
+    pointer = parent / LATEST
+    if not pointer.is_file():
+        raise FileNotFoundError(f"no {what} published under {parent}; run the stage that produces it first")
+    return parent / pointer.read_text().strip()
+
+
+def model_dir(root: Path, run_name: str, stage: str) -> Path:
+    return root / "models" / run_name / stage
+
+
+def new_version(tag: str) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{tag}"

@@ -1,0 +1,214 @@
+"""One typed config tree, loaded from one YAML file, read by every stage.
+
+Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `eval`, `serve`),
+plus `artifacts` (where everything is written) and `cluster` (how Ray is sized). Unknown keys and
+bad values fail with a `ConfigError` that names the file, the dotted field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the field and the fix."""
+
+
+class _Section(BaseModel):
+    # extra="forbid": a mistyped key is an error, not a silently ignored default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticShopConfig(_Section):
+    """Size and seed of the generated shop used by tests and by the demo without shared data."""
+
+    num_users: int = Field(2000, ge=10, description="users in the generated shop")
+    num_items: int = Field(500, ge=10, description="catalog size")
+    num_categories: int = Field(12, ge=2)
+    num_brands: int = Field(40, ge=2)
+    mean_sessions_per_user: float = Field(4.0, gt=0)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    """Where behaviour logs come from and how sequences are built from them."""
+
+    # auto: Amazon Beauty when `beauty_dir` exists, else the synthetic shop.
+    source: Literal["auto", "beauty", "synthetic", "parquet"] = "auto"
+    name: str | None = Field(None, description="dataset name under artifacts; defaults to the resolved source")
+    beauty_dir: str = "../shared/datasets/amazon-beauty"
+    events_path: str | None = Field(None, description="canonical events Parquet (source: parquet)")
+    catalog_path: str | None = Field(None, description="canonical catalog Parquet (source: parquet)")
+    synthetic: SyntheticShopConfig = Field(default_factory=SyntheticShopConfig)
+    # Which events count as an interaction in a user's sequence (views are noise for next-item).
+    interaction_events: list[Literal["view", "click", "add_to_cart", "purchase", "search"]] = Field(
+        default_factory=lambda: ["click", "add_to_cart", "purchase"], min_length=1
+    )
+    max_seq_len: int = Field(50, ge=3, le=4096, description="most recent items kept per user")
+    max_attributes_per_item: int = Field(8, ge=1, le=256)
+    min_user_interactions: int = Field(3, ge=3, description="leave-one-out needs train, valid and test")
+    collapse_repeats: bool = Field(True, description="merge consecutive interactions with the same item (click → cart → buy)")
+
+    @model_validator(mode="after")
+    def _parquet_needs_paths(self) -> DataConfig:
+        if self.source == "parquet" and not (self.events_path and self.catalog_path):
+            raise ValueError("source 'parquet' needs both data.events_path and data.catalog_path")
+        return self
+
+
+class ModelConfig(_Section):
+    """Transformer encoder over item sequences; saved with every checkpoint and export."""
+
+    hidden_size: int = Field(64, ge=8, le=8192)
+    num_layers: int = Field(2, ge=1, le=64)
+    num_heads: int = Field(2, ge=1, le=128)
+    intermediate_size: int | None = Field(None, description="feed-forward width; default 4 × hidden_size")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    attribute_embeddings: bool = Field(True, description="add mean attribute embedding to each item")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class StageConfig(_Section):
+    """One training stage (pretrain or finetune) under Ray Train + DeepSpeed."""
+
+    enabled: bool = True
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, description="per-worker micro-batch (sequences)")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage (0 = plain data parallel)")
+    mask_prob: float = Field(0.2, gt=0, lt=1, description="masked-item probability (pretrain only)")
+    seed: int = 42
+
+
+class EvalConfig(_Section):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
+    split: Literal["valid", "test"] = "test"
+    # S3-Rec's full-sort evaluation drops the user's own history items from the ranking.
+    exclude_history: bool = True
+    batch_size: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _positive_ks(self) -> EvalConfig:
+        if any(k < 1 for k in self.ks):
+            raise ValueError(f"every k must be ≥ 1, got {self.ks}")
+        return self
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(32, ge=1)
+    default_k: int = Field(10, ge=1, le=1000)
+    max_k: int = Field(100, ge=1, le=10_000)
+    max_history: int = Field(200, ge=1, description="longest item_ids list a request may send")
+
+
+class ClusterConfig(_Section):
+    """How Ray is sized. `address` None starts a local Ray (the embedded default)."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(4, ge=1, description="logical CPUs for a local Ray (spare ones avoid the Train+Data hang)")
+    object_store_memory_mb: int | None = Field(512, ge=78)
+    include_dashboard: bool = False
+    train_workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    max_failures: int = Field(0, ge=-1, description="Ray Train worker-group restarts (-1: unlimited)")
+
+
+class ArtifactsConfig(_Section):
+    root: str = Field("artifacts", description="local folder (relative to the working directory) for datasets, runs, models")
+
+
+class RecsysConfig(_Section):
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: StageConfig = Field(default_factory=lambda: StageConfig(epochs=5))
+    finetune: StageConfig = Field(default_factory=StageConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    def section_hash(self, *sections: str) -> str:
+        """Short stable hash of the named sections: names dataset and model versions."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def artifacts_root(self) -> Path:
+        return Path(self.artifacts.root).expanduser().resolve()
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = model
+        for part in err["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+            ann = field.annotation if field else None
+            parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if parent is None:
+                break
+        allowed = ", ".join(sorted(parent.model_fields)) if parent else "see recsys/config.py"
+        return f"{loc}: unknown key; allowed keys here: {allowed}"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{loc or '<top level>'}: {msg}{shown}"
+
+
+def validate_config(raw: dict[str, Any], source: str = "<dict>") -> RecsysConfig:
+    try:
+        return RecsysConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, RecsysConfig) for e in exc.errors()]
+        raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides (value parsed as YAML) onto a raw config dict."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. finetune.epochs=3")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RecsysConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file, e.g. configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    return validate_config(apply_overrides(raw, overrides or []), source=str(path))

@@ -1,0 +1,65 @@
+"""Canonical schemas every source is converted into before the pipeline reads it."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
+
+# One row per user action. `query` is set on search events; `session_id` when the source knows it.
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string()),  # null on a search with no click
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("query", pa.string()),
+        pa.field("session_id", pa.string()),
+    ]
+)
+
+CATALOG_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("brand", pa.string()),
+        pa.field("price", pa.float64()),
+        pa.field("attributes", pa.list_(pa.string())),
+    ]
+)
+
+
+class SchemaError(ValueError):
+    """Input data does not have the canonical columns or types."""
+
+
+def check_columns(schema: pa.Schema, expected: pa.Schema, what: str) -> None:
+    """Fail with the missing/mistyped columns named, before any work is done."""
+    problems = []
+    for field in expected:
+        if field.name not in schema.names:
+            if not field.nullable:
+                problems.append(f"missing required column '{field.name}' ({field.type})")
+            continue
+        got = schema.field(field.name).type
+        if not _compatible(got, field.type):
+            problems.append(f"column '{field.name}' has type {got}, expected {field.type}")
+    if problems:
+        raise SchemaError(f"{what}: " + "; ".join(problems) + ". See recsys/data/schema.py for the canonical schema.")
+
+
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    if got == want:
+        return True
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(got)
+    if pa.types.is_string(want):
+        return pa.types.is_string(got) or pa.types.is_large_string(got)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(got) or pa.types.is_integer(got)
+    if pa.types.is_list(want):
+        return (pa.types.is_list(got) or pa.types.is_large_list(got)) and _compatible(got.value_type, want.value_type)
+    return False

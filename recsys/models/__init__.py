@@ -1,0 +1,5 @@
+"""Model definitions (HF-style config + model per folder). No Ray and no I/O here."""
+
+from recsys.models.seqrec import SeqRecConfig, SeqRecModel
+
+__all__ = ["SeqRecConfig", "SeqRecModel"]

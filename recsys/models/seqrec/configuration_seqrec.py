@@ -1,0 +1,62 @@
+"""Configuration of the sequential recommender (saved as config.json beside the weights)."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class SeqRecConfig(PretrainedConfig):
+    """A transformer encoder over item sequences.
+
+    Item indices: 0 is padding, 1..num_items are catalog items, num_items + 1 is [MASK].
+    Attribute indices: 0 is padding, 1..num_attributes are attribute values.
+    """
+
+    model_type = "recsys-seqrec"
+
+    def __init__(
+        self,
+        num_items: int = 100,
+        num_attributes: int = 0,
+        max_attributes_per_item: int = 8,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        intermediate_size: int | None = None,
+        dropout: float = 0.2,
+        max_seq_len: int = 50,
+        attribute_embeddings: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        problems = []
+        if num_items < 1:
+            problems.append(f"num_items must be ≥ 1, got {num_items}")
+        if hidden_size % num_heads:
+            problems.append(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        if not 0 <= dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {dropout}")
+        if max_seq_len < 1:
+            problems.append(f"max_seq_len must be ≥ 1, got {max_seq_len}")
+        if problems:
+            raise ValueError("invalid SeqRecConfig: " + "; ".join(problems))
+        self.num_items = num_items
+        self.num_attributes = num_attributes
+        self.max_attributes_per_item = max_attributes_per_item
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size or 4 * hidden_size
+        self.dropout = dropout
+        self.max_seq_len = max_seq_len
+        self.attribute_embeddings = attribute_embeddings and num_attributes > 0
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+
+    @property
+    def pad_index(self) -> int:
+        return 0
+
+    @property
+    def mask_index(self) -> int:
+        return self.num_items + 1

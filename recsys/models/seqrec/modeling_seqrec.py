@@ -1,0 +1,161 @@
+"""The sequential recommender: items → ItemEmbedding → transformer encoder → scores over all items.
+
+One encoder, two attention modes:
+- bidirectional, for masked-item pretraining (BERT4Rec-style cloze task);
+- causal, for next-item fine-tuning and inference (SASRec-style, every position predicts the next).
+Scores are dot products with the item table itself (tied output), so a new objective never adds a
+second copy of the catalog.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from recsys.models.seqrec.configuration_seqrec import SeqRecConfig
+
+
+def left_pad(histories: list[list[int]], max_len: int) -> torch.Tensor:
+    """Keep each history's most recent `max_len` items, right-aligned: (B, max_len), 0 = pad.
+
+    Right alignment puts the newest item at the last position for every row, which is where the
+    causal encoder reads the user state.
+    """
+    out = torch.zeros(len(histories), max_len, dtype=torch.long)
+    for row, items in enumerate(histories):
+        items = list(items)[-max_len:]
+        if items:
+            out[row, max_len - len(items) :] = torch.as_tensor(items, dtype=torch.long)
+    return out
+
+
+class ItemEmbedding(nn.Module):
+    """Item vector = id embedding + mean of the item's attribute embeddings."""
+
+    def __init__(self, config: SeqRecConfig):
+        super().__init__()
+        self.id_embedding = nn.Embedding(config.num_items + 2, config.hidden_size, padding_idx=0)
+        self.use_attributes = config.attribute_embeddings
+        # item index → attribute indices; a buffer so it travels inside the safetensors file.
+        self.register_buffer(
+            "item_attributes",
+            torch.zeros(config.num_items + 2, config.max_attributes_per_item, dtype=torch.long),
+            persistent=True,
+        )
+        if self.use_attributes:
+            self.attribute_embedding = nn.Embedding(config.num_attributes + 1, config.hidden_size, padding_idx=0)
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., H)
+        vec = self.id_embedding(item_ids)
+        if self.use_attributes:
+            attrs = self.item_attributes[item_ids]  # (..., A)
+            present = (attrs > 0).unsqueeze(-1).float()
+            summed = (self.attribute_embedding(attrs) * present).sum(-2)
+            vec = vec + summed / present.sum(-2).clamp(min=1.0)
+        return vec
+
+    def catalog(self) -> torch.Tensor:
+        """Vectors of every index 0..N+1 (padding and [MASK] included, masked out when scoring)."""
+        # Called through __call__ so ZeRO-3 gathers the partitioned tables first.
+        return self(torch.arange(self.id_embedding.num_embeddings, device=self.item_attributes.device))
+
+
+class SeqRecModel(PreTrainedModel):
+    config_class = SeqRecConfig
+    base_model_prefix = "seqrec"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: SeqRecConfig):
+        super().__init__(config)
+        self.items = ItemEmbedding(config)
+        self.position_embedding = nn.Embedding(config.max_seq_len, config.hidden_size)
+        self.input_norm = nn.LayerNorm(config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.hidden_size,
+            nhead=config.num_heads,
+            dim_feedforward=config.intermediate_size,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=config.num_layers, enable_nested_tensor=False)
+        self.output_norm = nn.LayerNorm(config.hidden_size)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def set_item_attributes(self, table: torch.Tensor) -> None:
+        expected = tuple(self.items.item_attributes.shape)
+        if tuple(table.shape) != expected:
+            raise ValueError(f"item attribute table has shape {tuple(table.shape)}, expected {expected}")
+        self.items.item_attributes.copy_(torch.as_tensor(table, dtype=torch.long))
+
+    def encode(self, input_ids: torch.Tensor, causal: bool) -> torch.Tensor:
+        """(B, L) item indices → (B, L, H) contextual states."""
+        _, length = input_ids.shape
+        if length > self.config.max_seq_len:
+            raise ValueError(f"sequence length {length} exceeds max_seq_len {self.config.max_seq_len}")
+        # Right-aligned positions: the newest item always gets the same position embedding.
+        positions = torch.arange(self.config.max_seq_len - length, self.config.max_seq_len, device=input_ids.device)
+        x = self.items(input_ids) + self.position_embedding(positions)[None]
+        x = self.dropout(self.input_norm(x))
+        padding = input_ids == self.config.pad_index  # (B, L)
+        # A fully padded row would make softmax NaN; let such rows attend to their last slot.
+        padding = padding.clone()
+        padding[:, -1] = False
+        mask = (
+            torch.ones(length, length, dtype=torch.bool, device=x.device).triu(diagonal=1) if causal else None
+        )  # True = may not attend (a later position)
+        x = self.encoder(x, mask=mask, src_key_padding_mask=padding, is_causal=causal)
+        return self.output_norm(x)
+
+    def item_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., H) → (..., N + 2) scores; padding and [MASK] can never win."""
+        logits = states @ self.items.catalog().T
+        logits[..., self.config.pad_index] = float("-inf")
+        logits[..., self.config.mask_index] = float("-inf")
+        return logits
+
+    def _labelled_loss(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        picked = labels > 0  # (B, L)
+        if not picked.any():
+            # No target in this micro-batch: a zero that still touches every parameter, so all
+            # data-parallel ranks run the same backward and the collectives stay in step.
+            return self.item_logits(states[:, -1]).nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
+        return F.cross_entropy(self.item_logits(states[picked]), labels[picked])
+
+    def masked_item_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cloze objective: predict the original item at [MASK] positions (labels 0 elsewhere)."""
+        return self._labelled_loss(self.encode(input_ids, causal=False), labels)
+
+    def next_item_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Full-softmax next-item cross-entropy at every non-padded position."""
+        return self._labelled_loss(self.encode(input_ids, causal=True), labels)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, causal: bool = True):
+        """Next-item scores from the last position: (B, L) → (B, N + 2); with labels, the loss."""
+        if labels is not None:
+            return self.next_item_loss(input_ids, labels) if causal else self.masked_item_loss(input_ids, labels)
+        return self.score_next(input_ids)
+
+    @torch.no_grad()
+    def score_next(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Scores of every item as the user's next one, given right-aligned histories (B, L)."""
+        return self.item_logits(self.encode(input_ids, causal=True)[:, -1])

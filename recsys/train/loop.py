@@ -1,0 +1,136 @@
+"""The per-worker training function run by Ray Train's TorchTrainer.
+
+Everything arrives through `train_loop_config` (never globals): the validated config tree, the
+stage name, the model's HF config, the item-attribute table and where to start from.
+
+Checkpoint layout, written every epoch and reported through `ray.train.report`:
+    deepspeed/state/...      engine + optimizer state from every rank (for resume)
+    model/                   save_pretrained export from rank 0 (config.json + model.safetensors)
+    train_state.json         {"epoch": e, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_TAG = "state"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by tests (`fail_after_epoch`) to exercise resume."""
+
+
+def _build_model(loop_config: dict):
+    from recsys.models import SeqRecConfig, SeqRecModel
+
+    if loop_config.get("init_from"):
+        model = SeqRecModel.from_pretrained(loop_config["init_from"])
+    else:
+        model = SeqRecModel(SeqRecConfig(**loop_config["model_config"]))
+        model.set_item_attributes(torch.as_tensor(loop_config["item_attributes"]))
+    return model
+
+
+def _batch(histories, stage: str, model_config, stage_cfg, rng):
+    from recsys.train.batches import masked_item_batch, next_item_batch
+
+    if stage == "pretrain":
+        return masked_item_batch(histories, model_config.max_seq_len, stage_cfg.mask_prob, model_config.mask_index, rng)
+    return next_item_batch(histories, model_config.max_seq_len)
+
+
+def _save_model(engine, path: Path, zero_stage: int, is_rank0: bool) -> None:
+    import deepspeed
+
+    if zero_stage == 3:
+        # Parameters are partitioned across ranks: gather them (all ranks must enter) to export.
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            if is_rank0:
+                engine.module.save_pretrained(path)
+    elif is_rank0:
+        engine.module.save_pretrained(path)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import deepspeed
+    import ray.train
+    import torch.distributed as dist
+
+    from recsys.config import RecsysConfig
+    from recsys.train.deepspeed_config import deepspeed_config
+
+    torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
+    cfg = RecsysConfig.model_validate(loop_config["recsys"])
+    stage: str = loop_config["stage"]
+    stage_cfg = getattr(cfg, stage)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(stage_cfg.seed)  # same initial weights on every rank
+
+    model = _build_model(loop_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=stage_cfg.lr, weight_decay=stage_cfg.weight_decay)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_config(stage_cfg, cfg.cluster.use_gpu)
+    )
+    device = engine.device
+
+    start_epoch, last_metrics = 0, {}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            engine.load_checkpoint(os.path.join(folder, "deepspeed"), tag=STATE_TAG)
+            state = json.loads(Path(folder, "train_state.json").read_text())
+        start_epoch, last_metrics = state["epoch"] + 1, state["metrics"]
+        if start_epoch >= stage_cfg.epochs:
+            # Already complete (a rerun of a finished run): hand back the final checkpoint.
+            ray.train.report(last_metrics, checkpoint=checkpoint)
+            return
+
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start_epoch, stage_cfg.epochs):
+        engine.train()
+        rng = np.random.default_rng(stage_cfg.seed * 1000 + epoch * 10 + rank)
+        t0, loss_sum, steps, sequences = time.perf_counter(), 0.0, 0, 0
+        for batch in shard.iter_batches(
+            batch_size=stage_cfg.batch_size,
+            batch_format="numpy",
+            local_shuffle_buffer_size=stage_cfg.batch_size * 8,
+            local_shuffle_seed=stage_cfg.seed + epoch,
+        ):
+            inputs, labels = _batch(batch["items"], stage, engine.module.config, stage_cfg, rng)
+            loss = engine(inputs.to(device), labels=labels.to(device), causal=stage != "pretrain")
+            engine.backward(loss)
+            engine.step()
+            loss_sum += float(loss.detach())
+            steps += 1
+            sequences += len(inputs)
+
+        # Mean loss over every rank's steps, so the reported curve is the global one.
+        totals = torch.tensor([loss_sum, steps, sequences], dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+        seconds = time.perf_counter() - t0
+        metrics = {
+            "epoch": epoch,
+            "loss": totals[0].item() / max(totals[1].item(), 1),
+            "steps": int(totals[1].item()),
+            "sequences_per_s": totals[2].item() / seconds,
+            "epoch_seconds": seconds,
+            "stage": stage,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.save_checkpoint(os.path.join(tmp, "deepspeed"), tag=STATE_TAG)
+            _save_model(engine, Path(tmp, "model"), stage_cfg.zero_stage, rank == 0)
+            if rank == 0:
+                Path(tmp, "train_state.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+        if loop_config.get("fail_after_epoch") == epoch:
+            raise InjectedFailure(f"injected failure after epoch {epoch} (test hook fail_after_epoch)")

@@ -1,0 +1,125 @@
+"""Driver side of a training stage: build the TorchTrainer, fit, export the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from recsys.artifacts import model_dir, new_version, publish_folder
+from recsys.config import RecsysConfig
+from recsys.data.dataset import PreparedDataset
+from recsys.train.loop import train_loop_per_worker
+
+STAGES = ("pretrain", "finetune")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    model_path: Path
+    metrics: dict
+    run_path: str
+
+
+def model_config_kwargs(cfg: RecsysConfig, dataset: PreparedDataset) -> dict:
+    """The HF model config: architecture from `model`, sizes from the dataset's vocabularies."""
+    m = cfg.model
+    return {
+        "num_items": dataset.num_items,
+        "num_attributes": dataset.num_attributes,
+        "max_attributes_per_item": cfg.data.max_attributes_per_item,
+        "hidden_size": m.hidden_size,
+        "num_layers": m.num_layers,
+        "num_heads": m.num_heads,
+        "intermediate_size": m.intermediate_size,
+        "dropout": m.dropout,
+        "max_seq_len": cfg.data.max_seq_len,
+        "attribute_embeddings": m.attribute_embeddings,
+    }
+
+
+def run_name_for(cfg: RecsysConfig, stage: str, dataset: PreparedDataset, init_from: Path | None) -> str:
+    """Same inputs → same name → a rerun resumes; any change → a fresh run."""
+    key = {
+        "dataset": str(dataset.path),
+        "model": cfg.model.model_dump(mode="json"),
+        "stage": getattr(cfg, stage).model_dump(mode="json"),
+        "workers": cfg.cluster.train_workers,
+        "init_from": str(init_from) if init_from else None,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg.run_name}-{stage}-{digest}"
+
+
+def run_stage(
+    cfg: RecsysConfig,
+    stage: str,
+    dataset: PreparedDataset,
+    init_from: Path | None = None,
+    fail_after_epoch: int | None = None,
+) -> StageResult:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; use one of {STAGES}")
+    stage_cfg = getattr(cfg, stage)
+    loop_config = {
+        "recsys": cfg.model_dump(mode="json"),
+        "stage": stage,
+        "model_config": model_config_kwargs(cfg, dataset),
+        "item_attributes": dataset.attribute_matrix(cfg.data.max_attributes_per_item),
+        "init_from": str(init_from) if init_from else None,
+        "threads": max(1, int(cfg.cluster.cpus_per_worker)),
+        "fail_after_epoch": fail_after_epoch,
+    }
+    train = ray.data.read_parquet(dataset.split_dir("train"))
+    if stage == "finetune":
+        # A history of one item has no next-item pair.
+        train = train.filter(lambda row: len(row["items"]) >= 2)
+    name = run_name_for(cfg, stage, dataset, init_from)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.cluster.train_workers,
+            use_gpu=cfg.cluster.use_gpu,
+            resources_per_worker={"CPU": cfg.cluster.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(cfg.artifacts_root / "runs"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.cluster.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": train},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{stage} run {name} finished without a checkpoint; see {result.path}")
+    with result.checkpoint.as_directory() as folder:
+        state = json.loads(Path(folder, "train_state.json").read_text())
+        version = new_version(name.rsplit("-", 1)[-1])
+        exported = publish_folder(
+            Path(folder, "model"),
+            model_dir(cfg.artifacts_root, cfg.run_name, stage),
+            version,
+            {
+                "stage": stage,
+                "run": name,
+                "run_path": result.path,
+                "dataset": dataset.manifest["name"] + "/" + dataset.manifest["version"],
+                "dataset_path": str(dataset.path),
+                "init_from": str(init_from) if init_from else None,
+                "final_epoch": state["epoch"],
+                "metrics": state["metrics"],
+                "config": cfg.model_dump(mode="json"),
+            },
+        )
+    return StageResult(stage, exported, state["metrics"], result.path)
+
+
