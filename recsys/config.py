@@ -119,6 +119,8 @@ class ServeConfig(_Section):
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(100, ge=1, le=10_000)
     max_history: int = Field(200, ge=1, description="longest item_ids list a request may send")
+    exclude_history: bool = Field(True, description="never recommend what the user already interacted with")
+    cpus_per_replica: float = Field(1.0, gt=0)
 
 
 class ClusterConfig(_Section):

@@ -27,7 +27,7 @@ import ray
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.data.schema import CATALOG_SCHEMA, EVENTS_SCHEMA, SCHEMA_VERSION, check_columns
-from recsys.data.sources import SourceFiles, materialize_source
+from recsys.data.sources import materialize_source
 
 # Why an event did not become an interaction (counted in the manifest).
 DROP_REASONS = ("not_interaction", "missing_item", "unknown_item")

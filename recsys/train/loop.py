@@ -6,7 +6,7 @@ stage name, the model's HF config, the item-attribute table and where to start f
 Checkpoint layout, written every epoch and reported through `ray.train.report`:
     deepspeed/state/...      engine + optimizer state from every rank (for resume)
     model/                   save_pretrained export from rank 0 (config.json + model.safetensors)
-    train_state.json         {"epoch": e, "metrics": {...}}
+    train_state.json         {"epoch": e, "metrics": {...}, "history": [metrics of every epoch so far]}
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 STATE_TAG = "state"
+BUCKET_WINDOW = 8  # batches per length-bucketing window
 
 
 class InjectedFailure(RuntimeError):
@@ -34,7 +35,7 @@ def _build_model(loop_config: dict):
         model = SeqRecModel.from_pretrained(loop_config["init_from"])
     else:
         model = SeqRecModel(SeqRecConfig(**loop_config["model_config"]))
-        model.set_item_attributes(torch.as_tensor(loop_config["item_attributes"]))
+        model.set_item_attributes(torch.tensor(loop_config["item_attributes"]))
     return model
 
 
@@ -64,6 +65,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import torch.distributed as dist
 
     from recsys.config import RecsysConfig
+    from recsys.train.batches import length_bucketed
     from recsys.train.deepspeed_config import deepspeed_config
 
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
@@ -81,13 +83,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     device = engine.device
 
-    start_epoch, last_metrics = 0, {}
+    start_epoch, last_metrics, history = 0, {}, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             engine.load_checkpoint(os.path.join(folder, "deepspeed"), tag=STATE_TAG)
             state = json.loads(Path(folder, "train_state.json").read_text())
-        start_epoch, last_metrics = state["epoch"] + 1, state["metrics"]
+        start_epoch, last_metrics, history = state["epoch"] + 1, state["metrics"], state["history"]
         if start_epoch >= stage_cfg.epochs:
             # Already complete (a rerun of a finished run): hand back the final checkpoint.
             ray.train.report(last_metrics, checkpoint=checkpoint)
@@ -98,13 +100,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         engine.train()
         rng = np.random.default_rng(stage_cfg.seed * 1000 + epoch * 10 + rank)
         t0, loss_sum, steps, sequences = time.perf_counter(), 0.0, 0, 0
-        for batch in shard.iter_batches(
-            batch_size=stage_cfg.batch_size,
+        windows = shard.iter_batches(
+            batch_size=stage_cfg.batch_size * BUCKET_WINDOW,
             batch_format="numpy",
-            local_shuffle_buffer_size=stage_cfg.batch_size * 8,
+            local_shuffle_buffer_size=stage_cfg.batch_size * BUCKET_WINDOW * 2,
             local_shuffle_seed=stage_cfg.seed + epoch,
-        ):
-            inputs, labels = _batch(batch["items"], stage, engine.module.config, stage_cfg, rng)
+        )
+        for histories in length_bucketed(windows, stage_cfg.batch_size, rng):
+            inputs, labels = _batch(histories, stage, engine.module.config, stage_cfg, rng)
             loss = engine(inputs.to(device), labels=labels.to(device), causal=stage != "pretrain")
             engine.backward(loss)
             engine.step()
@@ -124,12 +127,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "sequences_per_s": totals[2].item() / seconds,
             "epoch_seconds": seconds,
             "stage": stage,
+            "attempt_start_epoch": start_epoch,  # > 0 when this attempt resumed from a checkpoint
+            "world_size": ctx.get_world_size(),
+            "zero_stage": stage_cfg.zero_stage,
         }
+        history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             engine.save_checkpoint(os.path.join(tmp, "deepspeed"), tag=STATE_TAG)
             _save_model(engine, Path(tmp, "model"), stage_cfg.zero_stage, rank == 0)
             if rank == 0:
-                Path(tmp, "train_state.json").write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+                Path(tmp, "train_state.json").write_text(
+                    json.dumps({"epoch": epoch, "metrics": metrics, "history": history})
+                )
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
         if loop_config.get("fail_after_epoch") == epoch:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +66,6 @@ def run_stage(
 ) -> StageResult:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; use one of {STAGES}")
-    stage_cfg = getattr(cfg, stage)
     loop_config = {
         "recsys": cfg.model_dump(mode="json"),
         "stage": stage,
@@ -117,9 +115,10 @@ def run_stage(
                 "init_from": str(init_from) if init_from else None,
                 "final_epoch": state["epoch"],
                 "metrics": state["metrics"],
+                "history": state["history"],
                 "config": cfg.model_dump(mode="json"),
             },
         )
-    return StageResult(stage, exported, state["metrics"], result.path)
+    return StageResult(stage, exported, {**state["metrics"], "history": state["history"]}, result.path)
 
 

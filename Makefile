@@ -1,0 +1,45 @@
+# recsys-platform — `make demo` and `make test` work as the first command on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/recsys-platform/torch_extensions
+export OMP_NUM_THREADS ?= 1
+# One test session = one local Ray; never join a cluster someone left running.
+export RAY_ADDRESS :=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all lint bench clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3.12 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install the package (editable) with dev extras
+
+demo: $(STAMP) ## run the whole path locally: data → pretrain → finetune → eval → live /recommend
+	$(BIN)/recsys demo --config configs/demo.yaml
+
+test: $(STAMP) ## fast suite (unit + integration without the slow marker); CI runs this
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP) ## everything, including slow end-to-end checks on ../shared/datasets
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check recsys serving ray_jobs tests benchmarks
+
+bench: $(STAMP) ## benchmarks (print figures, write benchmarks/results/*.json)
+	@ls benchmarks/*.py >/dev/null 2>&1 && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+
+clean: ## remove artifacts and caches (keeps .venv)
+	rm -rf artifacts .pytest_cache .ruff_cache

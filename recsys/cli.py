@@ -1,0 +1,77 @@
+"""The `recsys` command: one subcommand per stage, plus `demo`. Thin: parse, then call recsys.stages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from recsys.config import ConfigError, load_config
+
+STAGES = ("prepare", "pretrain", "finetune", "evaluate")
+
+
+def stage_parser(prog: str | None = None, stage: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=f"recsys-platform: {stage or 'pipeline'} stage")
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set finetune.epochs=3 (repeatable)",
+    )
+    return parser
+
+
+def run_stage(stage: str, argv: list[str] | None = None) -> int:
+    """Entry point shared by `recsys <stage>` and `ray_jobs/<stage>.py`."""
+    args = stage_parser(f"recsys {stage}", stage).parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from recsys import stages
+    from recsys.runtime import init_ray, quiet_ray_data
+
+    init_ray(cfg.cluster)
+    quiet_ray_data()
+    t0 = time.perf_counter()
+    try:
+        if stage == "prepare":
+            ds = stages.prepare(cfg)
+            print(json.dumps({"dataset": str(ds.path), "counts": ds.manifest["counts"], "vocab": ds.manifest["vocab"]}, indent=2))
+        elif stage in ("pretrain", "finetune"):
+            result = getattr(stages, stage)(cfg)
+            if result is None:
+                print(f"{stage} is disabled in the config ({stage}.enabled: false)")
+            else:
+                print(json.dumps({"model": str(result.model_path), "metrics": result.metrics}, indent=2))
+        elif stage == "evaluate":
+            from recsys.eval.evaluate import format_report
+
+            report = stages.evaluate(cfg)
+            print(format_report(report))
+            print(f"report: {report['path']}")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{stage} finished in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = (*STAGES, "demo")
+    if not argv or argv[0] not in commands:
+        print(f"usage: recsys {{{','.join(commands)}}} --config FILE [--set key=value ...]", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        from recsys.demo import run_demo
+
+        return run_demo(rest)
+    return run_stage(command, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

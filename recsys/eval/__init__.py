@@ -1,0 +1,1 @@
+"""Evaluation: declared protocols, ranking metrics, baselines in the same harness, reports."""

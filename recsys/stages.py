@@ -1,0 +1,71 @@
+"""The pipeline stages as library calls; `ray_jobs/`, the CLI and the demo are thin over these.
+
+Each stage finds its inputs in the artifact store by config (latest published version), so stages
+can run as separate `ray job submit` calls, on different machines, in any later session.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recsys.artifacts import latest_version, model_dir
+from recsys.config import RecsysConfig
+from recsys.data.dataset import PreparedDataset
+from recsys.data.sources import resolve_source_kind
+
+
+def dataset_root(cfg: RecsysConfig) -> Path:
+    return cfg.artifacts_root / "datasets" / (cfg.data.name or resolve_source_kind(cfg))
+
+
+def prepare(cfg: RecsysConfig) -> PreparedDataset:
+    from recsys.data.pipeline import prepare_dataset
+
+    return prepare_dataset(cfg)
+
+
+def latest_dataset(cfg: RecsysConfig) -> PreparedDataset:
+    return PreparedDataset.latest(dataset_root(cfg))
+
+
+def pretrain(cfg: RecsysConfig, dataset: PreparedDataset | None = None):
+    from recsys.train.trainer import run_stage
+
+    if not cfg.pretrain.enabled:
+        return None
+    return run_stage(cfg, "pretrain", dataset or latest_dataset(cfg))
+
+
+def pretrained_model(cfg: RecsysConfig, dataset: PreparedDataset) -> Path | None:
+    """The latest pretrain export, if pretraining is on; it must come from the same dataset."""
+    if not cfg.pretrain.enabled:
+        return None
+    path = latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "pretrain"), "pretrained model")
+    trained_on = json.loads((path / "recsys.json").read_text())["dataset_path"]
+    if Path(trained_on) != dataset.path:
+        raise ValueError(
+            f"the latest pretrained model {path} was trained on {trained_on}, not on {dataset.path}; "
+            "run the pretrain stage again, or set pretrain.enabled: false"
+        )
+    return path
+
+
+def finetune(cfg: RecsysConfig, dataset: PreparedDataset | None = None, init_from: Path | None = None):
+    from recsys.train.trainer import run_stage
+
+    dataset = dataset or latest_dataset(cfg)
+    init_from = init_from or pretrained_model(cfg, dataset)
+    return run_stage(cfg, "finetune", dataset, init_from=init_from)
+
+
+def latest_finetuned(cfg: RecsysConfig) -> Path:
+    return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model")
+
+
+def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:
+    from recsys.eval.evaluate import run_evaluation
+
+    model_path = model_path or latest_finetuned(cfg)
+    dataset = PreparedDataset(json.loads((model_path / "recsys.json").read_text())["dataset_path"])
+    return run_evaluation(cfg, model_path, dataset)

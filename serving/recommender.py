@@ -1,0 +1,118 @@
+"""The recommender deployment: FastAPI ingress and model in one replica.
+
+One deployment on purpose: on a small CPU cluster each Serve hop costs ~10 ms of proxy and
+serialisation time (shared/RUNTIME-NOTES.md), more than scoring a 12k-item catalog takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from serving.schemas import ErrorResponse, RecommendedItem, RecommendRequest, RecommendResponse
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(
+    title="recsys-platform recommender",
+    description="Next-item recommendations from a transformer trained on behaviour sequences.",
+    responses={422: {"model": ErrorResponse}},
+)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        field = ".".join(loc).replace(".[", "[") or "body"
+        out.append({"field": field, "message": err.get("msg", "invalid value")})
+    return out
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": _field_errors(exc)})
+
+
+class RequestError(Exception):
+    def __init__(self, field: str, message: str, status: int = 422):
+        self.field, self.message, self.status = field, message, status
+
+
+@api.exception_handler(RequestError)
+async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse(
+        status_code=exc.status, content={"error": "invalid_request", "detail": [{"field": exc.field, "message": exc.message}]}
+    )
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error")
+    return JSONResponse(status_code=500, content={"error": "internal_error", "detail": []})
+
+
+@serve.deployment
+@serve.ingress(api)
+class RecommenderDeployment:
+    def __init__(self, model_path: str, dataset_path: str, serve_config: dict):
+        from recsys.config import ServeConfig
+        from recsys.models import SeqRecModel
+
+        torch.set_num_threads(1)
+        self.cfg = ServeConfig.model_validate(serve_config)
+        self.model = SeqRecModel.from_pretrained(model_path).eval()
+        self.model_version = Path(model_path).name
+        items = pq.read_table(Path(dataset_path) / "items.parquet").to_pandas()
+        self.index_of = dict(zip(items["item_id"], items["item_index"].astype(int), strict=True))
+        self.catalog = {
+            int(r.item_index): {
+                "item_id": r.item_id,
+                "title": r.title,
+                "category": r.category,
+                "brand": r.brand,
+                "price": None if r.price is None or np.isnan(r.price) else float(r.price),
+            }
+            for r in items.itertuples()
+        }
+        seqs = pq.read_table(Path(dataset_path) / "sequences").to_pydict()
+        self.histories = dict(zip(seqs["user_id"], seqs["items"], strict=True))
+        counts = items.set_index("item_index")["train_count"]
+        self.popular = [int(i) for i in counts.sort_values(ascending=False, kind="stable").index[: self.cfg.max_k]]
+        self.popular_count = {int(i): float(counts[i]) for i in self.popular}
+
+    def _item(self, index: int, score: float) -> RecommendedItem:
+        return RecommendedItem(score=score, **self.catalog[index])
+
+    @api.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok", "model_version": self.model_version, "items": len(self.catalog)}
+
+    @api.post("/recommend", response_model=RecommendResponse)
+    def recommend(self, body: RecommendRequest) -> RecommendResponse:
+        k = body.k or self.cfg.default_k
+        if k > self.cfg.max_k:
+            raise RequestError("k", f"k must be ≤ {self.cfg.max_k} (serve.max_k), got {k}")
+        recent = body.item_ids or []
+        if len(recent) > self.cfg.max_history:
+            raise RequestError("item_ids", f"at most {self.cfg.max_history} items (serve.max_history), got {len(recent)}")
+        unknown = [f"item_ids[{i}]={x!r}" for i, x in enumerate(recent) if x not in self.index_of]
+        if unknown:
+            raise RequestError("item_ids", "unknown item ids: " + ", ".join(unknown[:5]))
+        history = list(self.histories.get(body.user_id, [])) + [self.index_of[x] for x in recent]
+        if not history:
+            items = [self._item(i, self.popular_count[i]) for i in self.popular[:k]]
+            return RecommendResponse(user_id=body.user_id, cold_start=True, model_version=self.model_version, items=items)
+        scores = self.model.score_histories([history])[0]
+        if self.cfg.exclude_history:
+            scores[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
+        top = torch.topk(scores, k=min(k, int(torch.isfinite(scores).sum())))
+        items = [self._item(int(i), float(s)) for s, i in zip(top.values, top.indices, strict=True)]
+        return RecommendResponse(user_id=body.user_id, cold_start=False, model_version=self.model_version, items=items)
