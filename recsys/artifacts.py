@@ -37,10 +37,13 @@ def point_latest(parent: Path, version: str) -> None:
     os.replace(tmp, parent / LATEST)
 
 
-def latest_version(parent: Path, what: str) -> Path:
+def latest_version(parent: Path, what: str, produced_by: str) -> Path:
     pointer = parent / LATEST
     if not pointer.is_file():
-        raise FileNotFoundError(f"no {what} published under {parent}; run the stage that produces it first")
+        raise FileNotFoundError(
+            f"no {what} published under {parent}; run the {produced_by} stage first "
+            f"(recsys {produced_by} --config <file>, or python ray_jobs/{produced_by.replace('prepare', 'prepare_data')}.py)"
+        )
     return parent / pointer.read_text().strip()
 
 

@@ -41,7 +41,7 @@ def pretrained_model(cfg: RecsysConfig, dataset: PreparedDataset) -> Path | None
     """The latest pretrain export, if pretraining is on; it must come from the same dataset."""
     if not cfg.pretrain.enabled:
         return None
-    path = latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "pretrain"), "pretrained model")
+    path = latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "pretrain"), "pretrained model", "pretrain")
     trained_on = json.loads((path / "recsys.json").read_text())["dataset_path"]
     if Path(trained_on) != dataset.path:
         raise ValueError(
@@ -60,7 +60,7 @@ def finetune(cfg: RecsysConfig, dataset: PreparedDataset | None = None, init_fro
 
 
 def latest_finetuned(cfg: RecsysConfig) -> Path:
-    return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model")
+    return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model", "finetune")
 
 
 def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:

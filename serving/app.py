@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from recsys.artifacts import latest_version, model_dir
 from recsys.config import RecsysConfig, load_config
+from recsys.stages import latest_finetuned
 from serving.recommender import RecommenderDeployment
 
 
@@ -26,7 +26,7 @@ class ServeArgs(BaseModel):
 
 def resolve_model(cfg: RecsysConfig, model_path: str | None) -> tuple[Path, Path]:
     """(model folder, dataset folder it was trained on), read from the export's recsys.json."""
-    path = Path(model_path) if model_path else latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model")
+    path = Path(model_path) if model_path else latest_finetuned(cfg)
     meta_file = path / "recsys.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not an exported model (no recsys.json); point model_path at artifacts/models/...")

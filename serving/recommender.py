@@ -4,8 +4,8 @@ One deployment on purpose: on a small CPU cluster each Serve hop costs ~10 ms of
 serialisation time (shared/RUNTIME-NOTES.md), more than scoring a 12k-item catalog takes.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the real body types on the
+# methods Serve wraps, or it reads `body` as a query parameter.
 import logging
 from pathlib import Path
 
@@ -30,8 +30,10 @@ api = FastAPI(
 def _field_errors(exc: RequestValidationError) -> list[dict]:
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        field = ".".join(loc).replace(".[", "[") or "body"
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
         out.append({"field": field, "message": err.get("msg", "invalid value")})
     return out
 

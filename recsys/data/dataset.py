@@ -28,7 +28,7 @@ class PreparedDataset:
 
     @classmethod
     def latest(cls, root: Path) -> PreparedDataset:
-        return cls(latest_version(Path(root), "prepared dataset"))
+        return cls(latest_version(Path(root), "prepared dataset", "prepare"))
 
     @staticmethod
     def publish_latest(root: Path, version: str) -> None:

@@ -53,9 +53,8 @@ def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
     """Train-split interaction counts per item index (pad and [MASK] can never win)."""
     items = dataset.items()
     scores = torch.full((dataset.num_items + 2,), float("-inf"))
-    scores[torch.as_tensor(items["item_index"].to_numpy(), dtype=torch.long)] = torch.as_tensor(
-        items["train_count"].to_numpy(), dtype=torch.float32
-    )
+    index = torch.tensor(np.array(items["item_index"], dtype=np.int64))
+    scores[index] = torch.tensor(np.array(items["train_count"], dtype=np.float32))
     return scores
 
 

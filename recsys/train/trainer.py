@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
@@ -77,8 +79,7 @@ def run_stage(
     }
     train = ray.data.read_parquet(dataset.split_dir("train"))
     if stage == "finetune":
-        # A history of one item has no next-item pair.
-        train = train.filter(lambda row: len(row["items"]) >= 2)
+        train = train.map_batches(_with_next_item_pairs, batch_format="pyarrow")
     name = run_name_for(cfg, stage, dataset, init_from)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -122,3 +123,8 @@ def run_stage(
     return StageResult(stage, exported, {**state["metrics"], "history": state["history"]}, result.path)
 
 
+
+
+def _with_next_item_pairs(batch: pa.Table) -> pa.Table:
+    """A history of one item has no next-item pair."""
+    return batch.filter(pc.greater_equal(pc.list_value_length(batch["items"]), 2))
