@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -18,14 +17,18 @@ LATEST = "LATEST"
 
 
 def publish_folder(src: Path, parent: Path, version: str, metadata: dict) -> Path:
-    """Copy `src` to `parent/version` via a scratch folder and rename, then move LATEST to it."""
+    """Copy `src` to `parent/version` via a scratch folder and rename, then move LATEST to it.
+
+    Versions are immutable: publishing an existing version only moves LATEST.
+    """
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / version
+    if (final / "recsys.json").is_file():  # already published: versions are immutable
+        point_latest(parent, version)
+        return final
     scratch = parent / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     shutil.copytree(src, scratch)
     (scratch / "recsys.json").write_text(json.dumps(metadata, indent=2, default=str))
-    if final.exists():
-        shutil.rmtree(final)
     os.rename(scratch, final)
     point_latest(parent, version)
     return final
@@ -49,7 +52,3 @@ def latest_version(parent: Path, what: str, produced_by: str) -> Path:
 
 def model_dir(root: Path, run_name: str, stage: str) -> Path:
     return root / "models" / run_name / stage
-
-
-def new_version(tag: str) -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{tag}"

@@ -6,6 +6,7 @@ prepare → pretrain → finetune → evaluate → serve → POST /recommend →
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -46,6 +47,16 @@ def run_demo(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    try:
+        return _run(cfg, args)
+    except Exception as exc:  # the demo's user gets a message; RECSYS_DEBUG=1 shows the traceback
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
+        print(f"\nerror: demo failed: {type(exc).__name__}: {exc}\n(set RECSYS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _run(cfg, args) -> int:
     import ray
     from ray import serve
 
@@ -98,10 +109,10 @@ def run_demo(argv: list[str]) -> int:
         answer = requests.post(base + "/recommend", json=body, timeout=30)
         print(f"POST {base}/recommend {json.dumps(body)} → {answer.status_code}")
         print(json.dumps(answer.json(), indent=2))
+        answer.raise_for_status()
         cold = requests.post(base + "/recommend", json={"user_id": "someone-new", "k": 3}, timeout=30).json()
         print(f"unknown user → cold_start={cold['cold_start']}, {[i['item_id'] for i in cold['items']]}")
         timings["serve"] = time.perf_counter() - t
-        answer.raise_for_status()
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -9,7 +9,7 @@ serialisation time (shared/RUNTIME-NOTES.md), more than scoring a 12k-item catal
 import logging
 from pathlib import Path
 
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from fastapi import FastAPI, Request
@@ -61,6 +61,12 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"error": "internal_error", "detail": []})
 
 
+def catalog_fields(items: pa.Table) -> dict[int, dict]:
+    """item index → the catalog fields a response shows; missing values stay None (never NaN)."""
+    columns = ["item_index", "item_id", "title", "category", "brand", "price"]
+    return {row.pop("item_index"): row for row in items.select(columns).to_pylist()}
+
+
 @serve.deployment
 @serve.ingress(api)
 class RecommenderDeployment:
@@ -72,23 +78,15 @@ class RecommenderDeployment:
         self.cfg = ServeConfig.model_validate(serve_config)
         self.model = SeqRecModel.from_pretrained(model_path).eval()
         self.model_version = Path(model_path).name
-        items = pq.read_table(Path(dataset_path) / "items.parquet").to_pandas()
-        self.index_of = dict(zip(items["item_id"], items["item_index"].astype(int), strict=True))
-        self.catalog = {
-            int(r.item_index): {
-                "item_id": r.item_id,
-                "title": r.title,
-                "category": r.category,
-                "brand": r.brand,
-                "price": None if r.price is None or np.isnan(r.price) else float(r.price),
-            }
-            for r in items.itertuples()
-        }
+        items = pq.read_table(Path(dataset_path) / "items.parquet")
+        self.catalog = catalog_fields(items)
+        self.index_of = {row["item_id"]: index for index, row in self.catalog.items()}
+        counts = dict(zip(items["item_index"].to_pylist(), items["train_count"].to_pylist(), strict=True))
         seqs = pq.read_table(Path(dataset_path) / "sequences").to_pydict()
         self.histories = dict(zip(seqs["user_id"], seqs["items"], strict=True))
-        counts = items.set_index("item_index")["train_count"]
-        self.popular = [int(i) for i in counts.sort_values(ascending=False, kind="stable").index[: self.cfg.max_k]]
-        self.popular_count = {int(i): float(counts[i]) for i in self.popular}
+        # Most interactions in training first; ties keep catalog order.
+        self.popular = sorted(counts, key=lambda i: -counts[i])[: self.cfg.max_k]
+        self.popular_count = {i: float(counts[i]) for i in self.popular}
 
     def _item(self, index: int, score: float) -> RecommendedItem:
         return RecommendedItem(score=score, **self.catalog[index])

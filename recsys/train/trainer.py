@@ -13,7 +13,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from recsys.artifacts import model_dir, new_version, publish_folder
+from recsys.artifacts import model_dir, publish_folder
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.train.loop import train_loop_per_worker
@@ -102,7 +102,9 @@ def run_stage(
         raise RuntimeError(f"{stage} run {name} finished without a checkpoint; see {result.path}")
     with result.checkpoint.as_directory() as folder:
         state = json.loads(Path(folder, "train_state.json").read_text())
-        version = new_version(name.rsplit("-", 1)[-1])
+        # Same run and epoch → same version: a rerun that resumed a finished run re-points LATEST
+        # at the existing export instead of minting a copy (which would also retrain what follows).
+        version = f"{name.rsplit('-', 1)[-1]}-e{state['epoch']}"
         exported = publish_folder(
             Path(folder, "model"),
             model_dir(cfg.artifacts_root, cfg.run_name, stage),
