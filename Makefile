@@ -10,7 +10,9 @@ export OMP_NUM_THREADS ?= 1
 export RAY_ADDRESS :=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint bench clean
+HELM := $(BIN)/helm
+CHART := helm/recsys-platform
+.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,14 +31,22 @@ install: $(STAMP) ## create .venv and install the package (editable) with dev ex
 demo: $(STAMP) ## run the whole path locally: data → pretrain → finetune → eval → live /recommend
 	$(BIN)/recsys demo --config configs/demo.yaml
 
-test: $(STAMP) ## fast suite (unit + integration without the slow marker); CI runs this
+$(HELM): $(STAMP)
+	$(BIN)/python tools/fetch_helm.py
+
+helm-bin: $(HELM) ## install the pinned helm and kubectl binaries into .venv/bin
+
+chart-schema: $(STAMP) ## regenerate the chart's values.schema.json from the typed config
+	$(BIN)/python tools/values_schema.py
+
+test: $(STAMP) $(HELM) ## fast suite (unit + integration without the slow marker); CI runs this
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP) ## everything, including slow end-to-end checks on ../shared/datasets
+test-all: $(STAMP) $(HELM) ## everything, including slow end-to-end checks on ../shared/datasets
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check recsys serving ray_jobs tests benchmarks
+	$(BIN)/ruff check recsys serving ray_jobs tests tools
 
 bench: $(STAMP) ## benchmarks (print figures, write benchmarks/results/*.json)
 	@ls benchmarks/*.py >/dev/null 2>&1 && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"

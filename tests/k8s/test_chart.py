@@ -1,0 +1,193 @@
+"""The Helm chart: lint, render every scenario, validate every object, check security and wiring."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from recsys.config import validate_config
+from recsys.k8s.crd_validation import crd_dir, validate_ray_object
+from tests.k8s.conftest import CHART, REPO, SCENARIOS, RenderError, render
+
+pytestmark = pytest.mark.k8s
+K8S_VERSION = "1.33.0"
+CASES = [None, *SCENARIOS]
+IDS = ["defaults", *[p.stem for p in SCENARIOS]]
+
+
+def values_args(path: Path | None) -> list[str]:
+    return ["-f", str(path)] if path else []
+
+
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def rendered(request, helm) -> list[dict]:
+    return render(helm, *values_args(request.param))
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    """Every pod spec inside a rendered object, with a label saying where it sits."""
+    out = []
+    spec = obj.get("spec", {})
+    for key in ("rayClusterSpec", "rayClusterConfig"):
+        if key in spec:
+            out += pod_specs({"kind": "RayCluster", "spec": spec[key]})
+    if obj["kind"] == "RayCluster":
+        out.append(("head", spec["headGroupSpec"]["template"]["spec"]))
+        out += [(f"worker {g['groupName']}", g["template"]["spec"]) for g in spec.get("workerGroupSpecs", [])]
+    if "submitterPodTemplate" in spec:
+        out.append(("submitter", spec["submitterPodTemplate"]["spec"]))
+    return out
+
+
+def test_scenarios_exist():
+    assert {p.stem for p in SCENARIOS} >= {"cpu-only-values", "gpu-values", "serving-only-values",
+                                           "monitoring-values", "object-storage-values"}
+
+
+@pytest.mark.parametrize("values", CASES, ids=IDS)
+def test_helm_lint_strict(helm, values):
+    done = subprocess.run([helm, "lint", "--strict", str(CHART), *values_args(values)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_builtin_kinds_validate_strictly(rendered):
+    for obj in rendered:
+        if obj["apiVersion"].startswith(("ray.io/", "monitoring.coreos.com/")):
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_ray_kinds_validate_against_kuberay_crds(rendered):
+    if not crd_dir().is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {crd_dir()} (../shared/kuberay/crds)")
+    for obj in (o for o in rendered if o["apiVersion"] == "ray.io/v1"):
+        assert validate_ray_object(obj) == [], obj["metadata"]["name"]
+
+
+def test_restricted_pod_security_everywhere(rendered):
+    pods = [(f"{o['kind']}/{o['metadata']['name']} {where}", spec) for o in rendered for where, spec in pod_specs(o)]
+    for where, spec in pods:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"]["type"] == "RuntimeDefault", where
+        mounts_tmp = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp and tmp[0]["name"] in mounts_tmp, f"{where}: /tmp must be an emptyDir (read-only root)"
+            assert "resources" in c, where
+
+
+def test_no_literal_secrets(rendered):
+    assert not [o for o in rendered if o["kind"] == "Secret"]  # the chart never carries credentials
+    for obj in rendered:
+        for _, spec in pod_specs(obj):
+            for c in spec["containers"]:
+                for env in c.get("env", []):
+                    if any(word in env["name"].upper() for word in ("KEY", "SECRET", "TOKEN", "PASSWORD")):
+                        assert "valueFrom" in env and "secretKeyRef" in env["valueFrom"], env
+
+
+def test_dashboard_is_cluster_internal_and_token_auth_on(rendered):
+    for obj in rendered:
+        spec = obj.get("spec", {})
+        for cluster in [spec] if obj["kind"] == "RayCluster" else [spec.get("rayClusterSpec"), spec.get("rayClusterConfig")]:
+            if cluster:
+                assert cluster["headGroupSpec"]["serviceType"] == "ClusterIP"
+                assert cluster["authOptions"]["mode"] == "token"
+
+
+def test_networkpolicy_limits_control_ports(rendered):
+    (policy,) = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    rules = policy["spec"]["ingress"]
+    control = {8265, 6379, 10001}
+    for rule in rules:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        if ports & control:
+            for peer in rule["from"]:
+                # Only this release, job submitters or the operator's namespace reach control ports.
+                labels = peer.get("podSelector", {}).get("matchLabels", {})
+                ns = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                assert labels.get("app.kubernetes.io/instance") == "rs" or labels.get(
+                    "recsys-platform/job-submitter") == "true" or ns.get("kubernetes.io/metadata.name") == "kuberay-operator", rule
+                if ns:
+                    assert ports == {8265}
+        if not rule.get("ports"):
+            assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rs"
+
+
+def test_mounted_config_is_a_valid_recsys_config(rendered):
+    (cm,) = [o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")]
+    cfg = validate_config(yaml.safe_load(cm["data"]["config.yaml"]), source="rendered ConfigMap")
+    assert cfg.artifacts.root.startswith(("/data", "s3://"))
+
+
+def test_rayjob_entrypoints_exist_and_read_the_mounted_config(rendered):
+    jobs = [o for o in rendered if o["kind"] == "RayJob"]
+    for job in jobs:
+        python, script, flag, config = job["spec"]["entrypoint"].split()
+        assert python == "python" and flag == "--config" and config == "/etc/recsys/config.yaml"
+        assert script.startswith("/app/")  # the image copies the repository to /app
+        assert (REPO / script.removeprefix("/app/")).is_file(), script
+
+
+def test_rayservice_serve_config_points_at_the_typed_builder(rendered):
+    from ray.serve.schema import ServeDeploySchema
+
+    from serving.app import ServeArgs
+
+    for svc in (o for o in rendered if o["kind"] == "RayService"):
+        serve_config = ServeDeploySchema.model_validate(yaml.safe_load(svc["spec"]["serveConfigV2"]))
+        (app,) = serve_config.applications
+        module, _, attr = app.import_path.partition(":")
+        assert (module, attr) == ("serving.app", "build_app")
+        ServeArgs.model_validate(app.args)
+        (deployment,) = app.deployments
+        assert deployment.name == "RecommenderDeployment"
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ("config:\n  finetune:\n    epoch: 3\n", "/config/finetune"),
+        ("config:\n  pretrain:\n    zero_stage: 4\n", "/config/pretrain/zero_stage"),
+        ("rayCluster:\n  head:\n    numCpu: '1'\n", "/rayCluster/head"),
+        ("jobs:\n  stages: [prepare, train]\n", "/jobs/stages/1"),
+        ("storage:\n  mode: nfs\n", "/storage/mode"),
+    ],
+)
+def test_broken_values_are_rejected_naming_the_key(helm, tmp_path, values, key):
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text(values)
+    with pytest.raises(RenderError) as err:
+        render(helm, "-f", str(bad))
+    assert key in str(err.value)
+
+
+def test_object_store_needs_a_secret_reference(helm):
+    with pytest.raises(RenderError, match="storage.objectStore.secretName is required"):
+        render(helm, "--set", "storage.mode=objectStore", "--set", "storage.objectStore.uri=s3://b/x", "--set", "jobs.enabled=true")
+
+
+def test_broken_rayjob_is_rejected_by_the_crd_schema(helm):
+    if not crd_dir().is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {crd_dir()}")
+    (job, *_) = [o for o in render(helm, "--set", "jobs.enabled=true") if o["kind"] == "RayJob"]
+    job["spec"]["entrypointNumCpus"] = "two"
+    job["spec"]["submitterPodTemplate"]["spec"]["containerz"] = []
+    problems = validate_ray_object(job)
+    assert any(p.startswith("spec.entrypointNumCpus") for p in problems), problems
+    assert any("containerz" in p for p in problems), problems
+
+
+def test_values_schema_is_current():
+    done = subprocess.run([str(Path(__import__("sys").executable)), str(REPO / "tools" / "values_schema.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
