@@ -12,7 +12,7 @@ export RAY_ADDRESS :=
 .DEFAULT_GOAL := help
 HELM := $(BIN)/helm
 CHART := helm/recsys-platform
-.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin
+.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin manifests
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ $(HELM): $(STAMP)
 	$(BIN)/python tools/fetch_helm.py
 
 helm-bin: $(HELM) ## install the pinned helm and kubectl binaries into .venv/bin
+
+manifests: $(HELM) ## regenerate k8s/ from the Helm chart
+	$(BIN)/python tools/render_manifests.py
 
 chart-schema: $(STAMP) ## regenerate the chart's values.schema.json from the typed config
 	$(BIN)/python tools/values_schema.py
