@@ -61,11 +61,15 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = (*STAGES, "demo")
+    commands = (*STAGES, "demo", "k8s")
     if not argv or argv[0] not in commands:
         print(f"usage: recsys {{{','.join(commands)}}} --config FILE [--set key=value ...]", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "k8s":
+        from recsys.k8s.cli import main as k8s_main
+
+        return k8s_main(rest)
     if command == "demo":
         from recsys.demo import run_demo
 
