@@ -12,7 +12,7 @@ export RAY_ADDRESS :=
 .DEFAULT_GOAL := help
 HELM := $(BIN)/helm
 CHART := helm/recsys-platform
-.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin manifests
+.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin manifests serve-config
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ helm-bin: $(HELM) ## install the pinned helm and kubectl binaries into .venv/bin
 
 manifests: $(HELM) ## regenerate k8s/ from the Helm chart
 	$(BIN)/python tools/render_manifests.py
+
+serve-config: $(STAMP) ## regenerate serving/serve-config.yaml from configs/demo.yaml
+	$(BIN)/python -m serving.serve_config
 
 chart-schema: $(STAMP) ## regenerate the chart's values.schema.json from the typed config
 	$(BIN)/python tools/values_schema.py

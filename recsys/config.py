@@ -110,11 +110,26 @@ class EvalConfig(_Section):
         return self
 
 
+class ServeAutoscaling(_Section):
+    """Ray Serve autoscaling of the recommender deployment (replaces a fixed num_replicas)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServeAutoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be ≥ min_replicas ({self.min_replicas})")
+        return self
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = "/"
-    num_replicas: int = Field(1, ge=1)
+    num_replicas: int = Field(1, ge=1, description="fixed replica count when autoscaling is not set")
+    autoscaling: ServeAutoscaling | None = None
     max_ongoing_requests: int = Field(32, ge=1)
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(100, ge=1, le=10_000)

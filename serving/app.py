@@ -14,6 +14,7 @@ from ray.serve import Application
 from recsys.config import RecsysConfig, load_config
 from recsys.stages import latest_finetuned
 from serving.recommender import RecommenderDeployment
+from serving.serve_config import deployment_options
 
 
 class ServeArgs(BaseModel):
@@ -37,8 +38,4 @@ def build_app(args: ServeArgs | dict) -> Application:
     args = ServeArgs.model_validate(args)
     cfg = load_config(args.config, args.overrides)
     model_path, dataset_path = resolve_model(cfg, args.model_path)
-    return RecommenderDeployment.options(
-        num_replicas=cfg.serve.num_replicas,
-        max_ongoing_requests=cfg.serve.max_ongoing_requests,
-        ray_actor_options={"num_cpus": cfg.serve.cpus_per_replica},
-    ).bind(str(model_path), str(dataset_path), cfg.serve.model_dump(mode="json"))
+    return RecommenderDeployment.options(**deployment_options(cfg.serve)).bind(str(model_path), str(dataset_path), cfg.serve.model_dump(mode="json"))

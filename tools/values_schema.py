@@ -81,12 +81,7 @@ def chart_schema() -> dict:
                     "shutdownAfterJobFinishes": BOOL, "ttlSecondsAfterFinished": INT0,
                 }),
                 "rayService": obj({
-                    "enabled": BOOL, "numReplicas": {"type": "integer", "minimum": 1},
-                    "maxOngoingRequests": {"type": "integer", "minimum": 1},
-                    "autoscaling": {"anyOf": [{"type": "null"}, obj({
-                        "min_replicas": INT0, "max_replicas": {"type": "integer", "minimum": 1},
-                        "target_ongoing_requests": {"type": "number", "exclusiveMinimum": 0},
-                    }, ["min_replicas", "max_replicas"])]},
+                    "enabled": BOOL,
                     "workers": obj({"replicas": INT0, "minReplicas": INT0, "maxReplicas": INT0, "resources": RESOURCES}),
                     "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                 }),

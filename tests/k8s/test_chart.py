@@ -138,19 +138,29 @@ def test_rayjob_entrypoints_exist_and_read_the_mounted_config(rendered):
         assert (REPO / script.removeprefix("/app/")).is_file(), script
 
 
-def test_rayservice_serve_config_points_at_the_typed_builder(rendered):
+def test_rayservice_serve_config_is_the_generated_one(rendered):
+    """serveConfigV2 equals serving/serve_config.py's output for the mounted config, parses as
+    Ray's ServeDeploySchema, and names the typed builder with valid arguments."""
     from ray.serve.schema import ServeDeploySchema
 
     from serving.app import ServeArgs
+    from serving.serve_config import serve_config
 
+    (cm,) = [o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")]
+    cfg = validate_config(yaml.safe_load(cm["data"]["config.yaml"]))
     for svc in (o for o in rendered if o["kind"] == "RayService"):
-        serve_config = ServeDeploySchema.model_validate(yaml.safe_load(svc["spec"]["serveConfigV2"]))
-        (app,) = serve_config.applications
-        module, _, attr = app.import_path.partition(":")
-        assert (module, attr) == ("serving.app", "build_app")
+        rendered_config = yaml.safe_load(svc["spec"]["serveConfigV2"])
+        assert rendered_config == serve_config(cfg, "/etc/recsys/config.yaml")
+        (app,) = ServeDeploySchema.model_validate(rendered_config).applications
+        assert app.import_path == "serving.app:build_app"
         ServeArgs.model_validate(app.args)
-        (deployment,) = app.deployments
-        assert deployment.name == "RecommenderDeployment"
+
+
+def test_generated_serve_config_is_current():
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "serving.serve_config", "--check"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(
