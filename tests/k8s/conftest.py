@@ -15,12 +15,25 @@ CHART = REPO / "helm" / "recsys-platform"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 
 
-@pytest.fixture(scope="session")
-def helm() -> str:
-    local = Path(sys.executable).parent / "helm"
+def _binary(name: str) -> str:
+    local = Path(sys.executable).parent / name
     if not local.is_file():
         subprocess.run([sys.executable, str(REPO / "tools" / "fetch_helm.py")], check=True)
-    return str(local if local.is_file() else shutil.which("helm"))
+    found = str(local) if local.is_file() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed and tools/fetch_helm.py could not install it")
+    return found
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """Helm 4 (the default binary)."""
+    return _binary("helm")
+
+
+@pytest.fixture(scope="session")
+def helm3() -> str:
+    return _binary("helm3")
 
 
 def render(helm: str, *args: str) -> list[dict]:

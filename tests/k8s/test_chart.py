@@ -54,6 +54,14 @@ def test_helm_lint_strict(helm, values):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("values", CASES, ids=IDS)
+def test_helm3_renders_the_same_objects(helm, helm3, values):
+    """The chart supports Helm 3 and 4: both lint it and render identical objects."""
+    done = subprocess.run([helm3, "lint", "--strict", str(CHART), *values_args(values)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert render(helm3, *values_args(values)) == render(helm, *values_args(values))
+
+
 def test_builtin_kinds_validate_strictly(rendered):
     for obj in rendered:
         if obj["apiVersion"].startswith(("ray.io/", "monitoring.coreos.com/")):
