@@ -7,6 +7,7 @@ serialisation time (shared/RUNTIME-NOTES.md), more than scoring a 12k-item catal
 # No `from __future__ import annotations` here: FastAPI must see the real body types on the
 # methods Serve wraps, or it reads `body` as a query parameter.
 import logging
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,6 +89,14 @@ class RecommenderDeployment:
         self.popular = sorted(counts, key=lambda i: -counts[i])[: self.cfg.max_k]
         self.popular_count = {i: float(counts[i]) for i in self.popular}
 
+        from ray.util.metrics import Counter, Histogram
+
+        self.requests = Counter("recsys_recommend_requests", "answered /recommend requests", tag_keys=("cold_start", "model_version"))
+        self.latency = Histogram(
+            "recsys_recommend_latency_ms", "scoring time of /recommend inside the replica",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500], tag_keys=("model_version",),
+        )
+
     def _item(self, index: int, score: float) -> RecommendedItem:
         return RecommendedItem(score=score, **self.catalog[index])
 
@@ -107,12 +116,19 @@ class RecommenderDeployment:
         if unknown:
             raise RequestError("item_ids", "unknown item ids: " + ", ".join(unknown[:5]))
         history = list(self.histories.get(body.user_id, [])) + [self.index_of[x] for x in recent]
+        started = time.perf_counter()
+        response = self._recommend(body.user_id, history, k)
+        self.latency.observe((time.perf_counter() - started) * 1000, tags={"model_version": self.model_version})
+        self.requests.inc(tags={"cold_start": str(response.cold_start).lower(), "model_version": self.model_version})
+        return response
+
+    def _recommend(self, user_id: str | None, history: list[int], k: int) -> RecommendResponse:
         if not history:
             items = [self._item(i, self.popular_count[i]) for i in self.popular[:k]]
-            return RecommendResponse(user_id=body.user_id, cold_start=True, model_version=self.model_version, items=items)
+            return RecommendResponse(user_id=user_id, cold_start=True, model_version=self.model_version, items=items)
         scores = self.model.score_histories([history])[0]
         if self.cfg.exclude_history:
             scores[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
         top = torch.topk(scores, k=min(k, int(torch.isfinite(scores).sum())))
         items = [self._item(int(i), float(s)) for s, i in zip(top.values, top.indices, strict=True)]
-        return RecommendResponse(user_id=body.user_id, cold_start=False, model_version=self.model_version, items=items)
+        return RecommendResponse(user_id=user_id, cold_start=False, model_version=self.model_version, items=items)

@@ -59,6 +59,18 @@ def _save_model(engine, path: Path, zero_stage: int, is_rank0: bool) -> None:
         engine.module.save_pretrained(path)
 
 
+def _epoch_gauges() -> dict:
+    """Prometheus gauges (Ray metrics, scraped from every node's metrics port) for the epoch curve."""
+    from ray.util.metrics import Gauge
+
+    tags = ("stage", "run")
+    return {
+        "loss": Gauge("recsys_train_loss", "mean training loss of the last epoch", tag_keys=tags),
+        "sequences_per_s": Gauge("recsys_train_sequences_per_second", "training throughput, all ranks", tag_keys=tags),
+        "epoch": Gauge("recsys_train_epoch", "last finished epoch", tag_keys=tags),
+    }
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     import deepspeed
     import ray.train
@@ -96,6 +108,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             return
 
     shard = ray.train.get_dataset_shard("train")
+    gauges = _epoch_gauges() if rank == 0 else {}
+    gauge_tags = {"stage": stage, "run": ctx.get_experiment_name()}
     for epoch in range(start_epoch, stage_cfg.epochs):
         engine.train()
         rng = np.random.default_rng(stage_cfg.seed * 1000 + epoch * 10 + rank)
@@ -132,6 +146,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "zero_stage": stage_cfg.zero_stage,
         }
         history.append(metrics)
+        for name, gauge in gauges.items():
+            gauge.set(metrics[name], tags=gauge_tags)
         with tempfile.TemporaryDirectory() as tmp:
             engine.save_checkpoint(os.path.join(tmp, "deepspeed"), tag=STATE_TAG)
             _save_model(engine, Path(tmp, "model"), stage_cfg.zero_stage, rank == 0)

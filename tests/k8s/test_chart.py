@@ -14,7 +14,7 @@ from recsys.k8s.crd_validation import crd_dir, validate_ray_object
 from tests.k8s.conftest import CHART, REPO, SCENARIOS, RenderError, render
 
 pytestmark = pytest.mark.k8s
-K8S_VERSION = "1.33.0"
+K8S_VERSION = "1.35.0"  # the kubectl/helm 4 client version CI installs
 CASES = [None, *SCENARIOS]
 IDS = ["defaults", *[p.stem for p in SCENARIOS]]
 
@@ -209,3 +209,39 @@ def test_values_schema_is_current():
     done = subprocess.run([str(Path(__import__("sys").executable)), str(REPO / "tools" / "values_schema.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_chart_value_is_documented():
+    """Every key down to two levels (outside `config`, which recsys/config.py documents) has a
+    `# --` comment block directly above it."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented, in_config = [], False
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if not stripped or stripped.startswith(("#", "-")) or indent > 2:
+            continue
+        if indent == 0:
+            in_config = stripped.startswith("config:")
+        elif in_config:
+            continue
+        j = i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#") and not lines[j].lstrip().startswith("# --"):
+            j -= 1  # continuation lines of a comment block
+        if j < 0 or not lines[j].lstrip().startswith("# --"):
+            undocumented.append(f"line {i + 1}: {stripped}")
+    assert not undocumented, undocumented
+
+
+def test_grafana_dashboard_shows_the_platforms_own_metrics():
+    """The dashboard queries the metric names the training loop and the Serve deployment define."""
+    import json
+    import re
+
+    dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    queries = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    sources = (REPO / "recsys" / "train" / "loop.py").read_text() + (REPO / "serving" / "recommender.py").read_text()
+    defined = set(re.findall(r'(?:Gauge|Counter|Histogram)\(\s*"(recsys_[a-z_]+)"', sources))
+    assert {"recsys_train_loss", "recsys_recommend_requests", "recsys_recommend_latency_ms"} <= defined
+    for name in defined:
+        assert f"ray_{name}" in queries, f"{name} is exported but not on the dashboard"

@@ -35,4 +35,4 @@ def test_manifest_validates(path):
             pytest.skip(f"KubeRay CRDs not found at {crd_dir()}")
         assert validate_ray_object(obj) == []
     else:
-        kubernetes_validate.validate(obj, "1.33.0", strict=True)
+        kubernetes_validate.validate(obj, "1.35.0", strict=True)
