@@ -64,7 +64,7 @@ def run_stage(
     stage: str,
     dataset: PreparedDataset,
     init_from: Path | None = None,
-    fail_after_epoch: int | None = None,
+    fault: dict | None = None,
 ) -> StageResult:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; use one of {STAGES}")
@@ -75,7 +75,7 @@ def run_stage(
         "item_attributes": dataset.attribute_matrix(cfg.data.max_attributes_per_item),
         "init_from": str(init_from) if init_from else None,
         "threads": max(1, int(cfg.cluster.cpus_per_worker)),
-        "fail_after_epoch": fail_after_epoch,
+        "fault": fault,  # test hook, see loop._maybe_inject_fault
     }
     train = ray.data.read_parquet(dataset.split_dir("train"))
     if stage == "finetune":
