@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from recsys.config import RecsysConfig, ServeConfig, load_config
+from recsys.generated_files import write_or_check
 
 APP_NAME = "recommender"
 IMPORT_PATH = "serving.app:build_app"
@@ -59,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when serving/serve-config.yaml is stale")
     args = parser.parse_args(argv)
     text = HEADER + yaml.safe_dump(serve_config(load_config(args.config), args.config_path), sort_keys=False)
-    if args.check:
-        if not OUT.is_file() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run `make serve-config`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, text, args.check, "serve-config")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from recsys.config import RecsysConfig
+from recsys.generated_files import write_or_check
 
 OUT = Path(__file__).resolve().parents[1] / "helm" / "recsys-platform" / "values.schema.json"
 
@@ -108,13 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="generate the chart's values.schema.json")
     parser.add_argument("--check", action="store_true", help="fail when the committed file is stale")
     text = json.dumps(chart_schema(), indent=2, sort_keys=False) + "\n"
-    if parser.parse_args().check:
-        if not OUT.is_file() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run `make chart-schema`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, text, parser.parse_args().check, "chart-schema")
 
 
 if __name__ == "__main__":
