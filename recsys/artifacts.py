@@ -11,9 +11,32 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 LATEST = "LATEST"
+
+
+@contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder beside `final`; rename it to `final` when the block succeeds.
+
+    Readers never see a half-written version. When another writer published `final` first, its
+    copy wins and ours is dropped (versions are content-addressed, so both are the same).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()
+    try:
+        yield scratch
+        try:
+            os.rename(scratch, final)
+        except OSError:
+            if not final.exists():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def publish_folder(src: Path, parent: Path, version: str, metadata: dict) -> Path:
@@ -26,10 +49,9 @@ def publish_folder(src: Path, parent: Path, version: str, metadata: dict) -> Pat
     if (final / "recsys.json").is_file():  # already published: versions are immutable
         point_latest(parent, version)
         return final
-    scratch = parent / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(src, scratch)
-    (scratch / "recsys.json").write_text(json.dumps(metadata, indent=2, default=str))
-    os.rename(scratch, final)
+    with atomic_folder(final) as scratch:
+        shutil.copytree(src, scratch, dirs_exist_ok=True)
+        (scratch / "recsys.json").write_text(json.dumps(metadata, indent=2, default=str))
     point_latest(parent, version)
     return final
 

@@ -12,10 +12,7 @@ train split holds neither, so nothing from evaluation reaches training inputs.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from recsys.artifacts import atomic_folder
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.data.schema import CATALOG_SCHEMA, EVENTS_SCHEMA, SCHEMA_VERSION, check_columns
@@ -167,9 +165,7 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
     if len(sequences.unique("user_id")) != n_users:
         raise RuntimeError("a user's events were split across blocks; sequences would be wrong")
 
-    scratch = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    scratch.mkdir(parents=True)
-    try:
+    with atomic_folder(final) as scratch:
         sequences.write_parquet(str(scratch / "sequences"))
         min_len = cfg.data.min_user_interactions
         counts = {}
@@ -208,9 +204,6 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        os.rename(scratch, final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     PreparedDataset.publish_latest(root, version)
     return PreparedDataset(final)
 

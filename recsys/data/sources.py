@@ -8,14 +8,12 @@ place. The fingerprint (hash of the source files or generator settings) names th
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from recsys.artifacts import atomic_folder
 from recsys.config import RecsysConfig
 from recsys.data.beauty import beauty_files, read_beauty
 from recsys.data.synthetic import generate_shop
@@ -44,22 +42,6 @@ def _hash_files(paths: list[Path]) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:12]
-
-
-def _publish_tables(dest: Path, write) -> None:
-    """Write into a scratch folder, then rename: readers never see a half-written source."""
-    if dest.exists():
-        return
-    scratch = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
-    scratch.mkdir(parents=True)
-    try:
-        write(scratch)
-        os.rename(scratch, dest)
-    except OSError:
-        if not dest.exists():
-            raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def materialize_source(cfg: RecsysConfig) -> SourceFiles:
@@ -91,5 +73,7 @@ def materialize_source(cfg: RecsysConfig) -> SourceFiles:
             pq.write_table(events.slice(start, step), folder / "events" / f"part-{i:03d}.parquet")
         pq.write_table(catalog, folder / "catalog.parquet")
 
-    _publish_tables(dest, write)
+    if not dest.exists():
+        with atomic_folder(dest) as scratch:
+            write(scratch)
     return SourceFiles(name, kind, str(dest / "events"), str(dest / "catalog.parquet"), fingerprint)

@@ -28,15 +28,19 @@ class InjectedFailure(RuntimeError):
     """Raised on purpose by tests (the `fault` hook) to exercise resume."""
 
 
-def _maybe_inject_fault(fault: dict | None, epoch: int, step: int | None, rank: int, resumed: bool) -> None:
-    """Test hook: {"epoch": e, "step": s | None, "rank": r, "kind": "raise" | "exit"}.
+def _maybe_inject_fault(fault: dict | None, epoch: int, step: int | None, rank: int) -> None:
+    """Test hook: {"epoch": e, "step": s | None, "rank": r, "kind": "raise" | "exit", "marker": path}.
 
     `step` None fires after the epoch's checkpoint is reported; "exit" kills the worker process
-    (as an OOM kill or a lost node would). It fires only in an attempt that did not resume, so a
-    restarted worker group runs through.
+    (as an OOM kill or a lost node would). It fires once per run: the marker file records that it
+    did, so a restarted worker group runs through.
     """
-    if not fault or resumed or fault["epoch"] != epoch or fault.get("step") != step or fault.get("rank", 0) != rank:
+    if not fault or fault["epoch"] != epoch or fault.get("step") != step or fault.get("rank", 0) != rank:
         return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"fault fired at epoch {epoch}, step {step}, rank {rank}\n")
     if fault["kind"] == "exit":
         os._exit(17)
     raise InjectedFailure(f"injected failure at epoch {epoch}, step {step} (test hook)")
@@ -135,7 +139,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             local_shuffle_seed=stage_cfg.seed + epoch,
         )
         for histories in length_bucketed(windows, stage_cfg.batch_size, rng):
-            _maybe_inject_fault(loop_config.get("fault"), epoch, steps, rank, resumed=start_epoch > 0)
+            _maybe_inject_fault(loop_config.get("fault"), epoch, steps, rank)
             inputs, labels = _batch(histories, stage, engine.module.config, stage_cfg, rng)
             loss = engine(inputs.to(device), labels=labels.to(device), causal=stage != "pretrain")
             engine.backward(loss)
@@ -172,4 +176,4 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 )
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-        _maybe_inject_fault(loop_config.get("fault"), epoch, None, rank, resumed=start_epoch > 0)
+        _maybe_inject_fault(loop_config.get("fault"), epoch, None, rank)

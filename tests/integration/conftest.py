@@ -70,6 +70,6 @@ def tiny_run(ray_session, tmp_path_factory) -> TinyRun:
     dataset = stages.prepare(cfg)
     pretrained = stages.pretrain(cfg, dataset)
     with pytest.raises(Exception) as failure:  # noqa: PT011 - Ray wraps the worker error
-        run_stage(cfg, "finetune", dataset, init_from=pretrained.model_path, fault={"epoch": 0, "kind": "raise"})
+        run_stage(cfg, "finetune", dataset, init_from=pretrained.model_path, fault={"epoch": 0, "kind": "raise", "marker": str(root / "fault-fired")})
     finetuned = stages.finetune(cfg, dataset)
     return TinyRun(config_path, cfg, dataset, pretrained, failure.value, finetuned)
