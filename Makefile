@@ -4,8 +4,6 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/recsys-platform/torch_extensions
-export OMP_NUM_THREADS ?= 1
 # One test session = one local Ray; never join a cluster someone left running.
 export RAY_ADDRESS :=
 

@@ -8,8 +8,7 @@ import sys
 import time
 
 from recsys.config import ConfigError, load_config
-
-STAGES = ("prepare", "pretrain", "finetune", "evaluate")
+from recsys.stages import PIPELINE_STAGES as STAGES
 
 
 def stage_parser(prog: str | None = None, stage: str | None = None) -> argparse.ArgumentParser:

@@ -12,11 +12,10 @@ from pathlib import Path
 from recsys.artifacts import latest_version, model_dir
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
-from recsys.data.sources import resolve_source_kind
+from recsys.data.sources import dataset_root
 
-
-def dataset_root(cfg: RecsysConfig) -> Path:
-    return cfg.artifacts_root / "datasets" / (cfg.data.name or resolve_source_kind(cfg))
+# The pipeline's stages, in order; each has an entrypoint ray_jobs/<script>.py.
+PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "evaluate")
 
 
 def prepare(cfg: RecsysConfig) -> PreparedDataset:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from recsys.config import RecsysConfig
 from recsys.generated_files import write_or_check
+from recsys.stages import PIPELINE_STAGES
 
 OUT = Path(__file__).resolve().parents[1] / "helm" / "recsys-platform" / "values.schema.json"
 
@@ -77,7 +78,7 @@ def chart_schema() -> dict:
                 "jobs": obj({
                     "enabled": BOOL, "useCluster": BOOL,
                     "stages": {"type": "array", "uniqueItems": True,
-                               "items": {"enum": ["prepare", "pretrain", "finetune", "evaluate"]}},
+                               "items": {"enum": list(PIPELINE_STAGES)}},
                     "activeDeadlineSeconds": {"type": "integer", "minimum": 1}, "backoffLimit": INT0,
                     "shutdownAfterJobFinishes": BOOL, "ttlSecondsAfterFinished": INT0,
                 }),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys.artifacts import latest_version, point_latest
+from recsys.artifacts import latest_version
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,6 @@ class PreparedDataset:
     @classmethod
     def latest(cls, root: Path) -> PreparedDataset:
         return cls(latest_version(Path(root), "prepared dataset", "prepare"))
-
-    @staticmethod
-    def publish_latest(root: Path, version: str) -> None:
-        point_latest(Path(root), version)  # atomic: readers see the old or the new version
 
     @cached_property
     def manifest(self) -> dict:

@@ -21,11 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from recsys.artifacts import atomic_folder
+from recsys.artifacts import atomic_folder, point_latest
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.data.schema import CATALOG_SCHEMA, EVENTS_SCHEMA, SCHEMA_VERSION, check_columns
-from recsys.data.sources import materialize_source
+from recsys.data.sources import dataset_root, materialize_source
 
 # Why an event did not become an interaction (counted in the manifest).
 DROP_REASONS = ("not_interaction", "missing_item", "unknown_item")
@@ -129,10 +129,10 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
     t0 = time.perf_counter()
     source = materialize_source(cfg)
     version = f"{source.fingerprint[:8]}-{cfg.section_hash('data')[:8]}"
-    root = cfg.artifacts_root / "datasets" / source.name
+    root = dataset_root(cfg)
     final = root / version
     if (final / "manifest.json").is_file():
-        PreparedDataset.publish_latest(root, version)
+        point_latest(root, version)
         return PreparedDataset(final)
 
     check_columns(pq.read_schema(_first_parquet(source.events_path)), EVENTS_SCHEMA, f"events {source.events_path}")
@@ -204,7 +204,7 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    PreparedDataset.publish_latest(root, version)
+    point_latest(root, version)
     return PreparedDataset(final)
 
 

@@ -34,6 +34,11 @@ def resolve_source_kind(cfg: RecsysConfig) -> str:
     return "beauty" if Path(cfg.data.beauty_dir, "Beauty.txt").is_file() else "synthetic"
 
 
+def dataset_root(cfg: RecsysConfig) -> Path:
+    """Where the prepared versions of the configured dataset live."""
+    return cfg.artifacts_root / "datasets" / (cfg.data.name or resolve_source_kind(cfg))
+
+
 def _hash_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:

@@ -44,9 +44,9 @@ def _rank_all(score_fn, split, eval_cfg: EvalConfig) -> np.ndarray:
     return np.concatenate(ranks) if ranks else np.zeros(0)
 
 
-def evaluate_model(model, dataset: PreparedDataset, eval_cfg: EvalConfig) -> dict[str, float]:
+def evaluate_model(model, split, eval_cfg: EvalConfig) -> dict[str, float]:
     model.eval()
-    return hit_and_ndcg(_rank_all(model.score_histories, dataset.read_split(eval_cfg.split), eval_cfg), eval_cfg.ks)
+    return hit_and_ndcg(_rank_all(model.score_histories, split, eval_cfg), eval_cfg.ks)
 
 
 def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
@@ -58,10 +58,10 @@ def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
     return scores
 
 
-def evaluate_popularity(dataset: PreparedDataset, eval_cfg: EvalConfig) -> dict[str, float]:
+def evaluate_popularity(dataset: PreparedDataset, split, eval_cfg: EvalConfig) -> dict[str, float]:
     pop = popularity_scores(dataset)
     score_fn = lambda hist: pop.expand(len(hist), -1)  # noqa: E731
-    return hit_and_ndcg(_rank_all(score_fn, dataset.read_split(eval_cfg.split), eval_cfg), eval_cfg.ks)
+    return hit_and_ndcg(_rank_all(score_fn, split, eval_cfg), eval_cfg.ks)
 
 
 def run_evaluation(cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset) -> dict:
@@ -70,7 +70,8 @@ def run_evaluation(cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset
 
     t0 = time.perf_counter()
     model = SeqRecModel.from_pretrained(model_path)
-    metrics = evaluate_model(model, dataset, cfg.eval)
+    split = dataset.read_split(cfg.eval.split)
+    metrics = evaluate_model(model, split, cfg.eval)
     seconds = time.perf_counter() - t0
     report = {
         "model": str(model_path),
@@ -78,7 +79,7 @@ def run_evaluation(cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset
         "users": int(dataset.manifest["counts"][f"{cfg.eval.split}_rows"]),
         "num_items": dataset.num_items,
         "protocol": protocol(cfg.eval),
-        "metrics": {"model": metrics, "popularity": evaluate_popularity(dataset, cfg.eval)},
+        "metrics": {"model": metrics, "popularity": evaluate_popularity(dataset, split, cfg.eval)},
         "published_anchors": BEAUTY_ANCHORS if dataset.manifest["source"]["kind"] == "beauty" else {},
         "eval_seconds": round(seconds, 1),
     }

@@ -17,9 +17,9 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from recsys.k8s.crd_validation import CRDNotFoundError, validate_ray_object
+from recsys.stages import PIPELINE_STAGES as STAGES
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
-STAGES = ("prepare", "pretrain", "finetune", "evaluate")
 TERMINAL_JOB_STATUS = {"SUCCEEDED", "FAILED", "STOPPED"}
 TERMINAL_DEPLOYMENT_STATUS = {"Complete", "Failed"}
 

@@ -26,7 +26,6 @@ class StageResult:
     stage: str
     model_path: Path
     metrics: dict
-    run_path: str
 
 
 def model_config_kwargs(cfg: RecsysConfig, dataset: PreparedDataset) -> dict:
@@ -124,7 +123,7 @@ def run_stage(
                 "config": cfg.model_dump(mode="json"),
             },
         )
-    return StageResult(stage, exported, {**state["metrics"], "history": state["history"]}, result.path)
+    return StageResult(stage, exported, {**state["metrics"], "history": state["history"]})
 
 
 
