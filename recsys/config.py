@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,30 +28,89 @@ class _Section(BaseModel):
 
 
 class SyntheticShopConfig(_Section):
-    """Size and seed of the generated shop used by tests and by the demo without shared data."""
+    """Size and seed of the generated shop used by tests, benchmarks and the demo without shared data."""
 
     num_users: int = Field(2000, ge=10, description="users in the generated shop")
     num_items: int = Field(500, ge=10, description="catalog size")
     num_categories: int = Field(12, ge=2)
     num_brands: int = Field(40, ge=2)
     mean_sessions_per_user: float = Field(4.0, gt=0)
+    days: int = Field(180, ge=1, le=3650, description="length of the simulated period")
     seed: int = 0
+
+
+class ValidationConfig(_Section):
+    """Row-level checks on raw events. A failing row is quarantined with a reason code, never dropped silently."""
+
+    max_quarantine_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description="fail the prepare stage when more than this share of rows is quarantined"
+    )
+    min_timestamp: datetime = Field(
+        datetime(1995, 1, 1, tzinfo=UTC), description="earlier events are quarantined (catches 0 and seconds-read-as-ms)"
+    )
+    max_timestamp: datetime | None = Field(None, description="later events are quarantined; default: now + 1 day")
+    numeric_timestamp_unit: Literal["s", "ms"] = Field("ms", description="unit of integer timestamps in the input")
+    id_pattern: str = Field(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$", description="regex every user_id/item_id must match")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> ValidationConfig:
+        try:
+            re.compile(self.id_pattern)
+        except re.error as exc:
+            raise ValueError(f"id_pattern is not a valid regular expression: {exc}") from None
+        for name in ("min_timestamp", "max_timestamp"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                object.__setattr__(self, name, value.replace(tzinfo=UTC))
+        return self
+
+
+class SplitConfig(_Section):
+    """How evaluation examples are cut from the sequences, so that nothing evaluated is trained on."""
+
+    # leave_one_out: per user, valid = second-to-last item, test = last (the published Beauty protocol).
+    # time: one global cut for everyone; train before valid_cutoff, valid in [valid_cutoff, test_cutoff),
+    # test after test_cutoff; item and attribute vocabularies come from the training side only.
+    mode: Literal["leave_one_out", "time"] = "leave_one_out"
+    valid_cutoff: datetime | None = Field(None, description="time mode: explicit cut; default the valid_quantile of event times")
+    test_cutoff: datetime | None = Field(None, description="time mode: explicit cut; default the test_quantile of event times")
+    valid_quantile: float = Field(0.8, gt=0, lt=1)
+    test_quantile: float = Field(0.9, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SplitConfig:
+        if self.valid_quantile >= self.test_quantile:
+            raise ValueError(f"valid_quantile ({self.valid_quantile}) must be < test_quantile ({self.test_quantile})")
+        if (self.valid_cutoff is None) != (self.test_cutoff is None):
+            raise ValueError("set both valid_cutoff and test_cutoff, or neither (then the quantiles decide)")
+        if self.valid_cutoff is not None and self.valid_cutoff >= self.test_cutoff:
+            raise ValueError(f"valid_cutoff ({self.valid_cutoff}) must be before test_cutoff ({self.test_cutoff})")
+        return self
+
+
+DataFormat = Literal["auto", "parquet", "jsonl", "csv"]
 
 
 class DataConfig(_Section):
     """Where behaviour logs come from and how sequences are built from them."""
 
     # auto: Amazon Beauty when `beauty_dir` exists, else the synthetic shop.
-    source: Literal["auto", "beauty", "synthetic", "parquet"] = "auto"
+    # files: your own logs and catalog at `events_path` / `catalog_path` (local paths or s3://, gs://, ... URIs).
+    source: Literal["auto", "beauty", "movielens", "synthetic", "files"] = "auto"
     name: str | None = Field(None, description="dataset name under artifacts; defaults to the resolved source")
     beauty_dir: str = "../shared/datasets/amazon-beauty"
-    events_path: str | None = Field(None, description="canonical events Parquet (source: parquet)")
-    catalog_path: str | None = Field(None, description="canonical catalog Parquet (source: parquet)")
+    movielens_dir: str = "../shared/datasets/ml-100k"
+    events_path: str | None = Field(None, description="events file or folder (source: files)")
+    catalog_path: str | None = Field(None, description="catalog file or folder (source: files)")
+    format: DataFormat = Field("auto", description="file format of events/catalog; auto: from the file extension")
     synthetic: SyntheticShopConfig = Field(default_factory=SyntheticShopConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
     # Which events count as an interaction in a user's sequence (views are noise for next-item).
-    interaction_events: list[Literal["view", "click", "add_to_cart", "purchase", "search"]] = Field(
+    interaction_events: list[Literal["view", "click", "add_to_cart", "purchase"]] = Field(
         default_factory=lambda: ["click", "add_to_cart", "purchase"], min_length=1
     )
+    session_gap_minutes: float = Field(30.0, gt=0, description="inactivity that starts a new session")
     max_seq_len: int = Field(50, ge=3, le=4096, description="most recent items kept per user")
     max_attributes_per_item: int = Field(8, ge=1, le=256)
     min_user_interactions: int = Field(3, ge=3, description="leave-one-out needs train, valid and test")
@@ -61,9 +122,9 @@ class DataConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _parquet_needs_paths(self) -> DataConfig:
-        if self.source == "parquet" and not (self.events_path and self.catalog_path):
-            raise ValueError("source 'parquet' needs both data.events_path and data.catalog_path")
+    def _files_need_paths(self) -> DataConfig:
+        if self.source == "files" and not (self.events_path and self.catalog_path):
+            raise ValueError("source 'files' needs both data.events_path and data.catalog_path")
         return self
 
 

@@ -1,19 +1,23 @@
-"""The Ray Data pipeline: canonical logs → per-user sequences → leave-one-out splits.
+"""The Ray Data pipeline: raw logs → validated events → per-user sequences → leak-free splits + examples.
 
-    events (Parquet) ──map_batches: keep interactions, item id → index──▶ interactions
-    interactions ──repartition(keys=[user_id]) + map_batches: sort, collapse──▶ sequences
-    sequences ──map_batches──▶ train (history) / valid (history, target) / test (history, target)
+    raw files ──read (Parquet/JSONL/CSV)──▶ raw rows ──map_batches: validate_events──▶ good │ quarantine
+    good ──repartition(keys=[user_id]) + map_batches: sort, dedup, sessionize──▶ annotated events
+    annotated ──map_batches (whole blocks)──▶ sequences ──▶ train / valid / test (leave_one_out | time)
+    annotated ──map_batches (whole blocks)──▶ examples/ctr (impressions + click labels), examples/search
 
-Item index 0 is padding, 1..N are catalog items (sorted by id), N+1 is the [MASK] token.
-The valid target is the second-to-last item, the test target the last (S3-Rec's protocol); the
-train split holds neither, so nothing from evaluation reaches training inputs.
+Item index 0 is padding, 1..N are vocabulary items (sorted by id), N+1 is the [MASK] token. The
+vocabulary is the catalog (leave_one_out) or the items seen before the valid cut (time split).
+Conservation: rows read = rows in `events/` + rows in `quarantine/`, and the manifest records both.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from pathlib import Path
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -23,105 +27,132 @@ import ray
 
 from recsys.artifacts import atomic_folder, point_latest
 from recsys.config import RecsysConfig
+from recsys.data.catalog import item_table
 from recsys.data.dataset import PreparedDataset
-from recsys.data.schema import CATALOG_SCHEMA, EVENTS_SCHEMA, SCHEMA_VERSION, check_columns
-from recsys.data.sources import dataset_root, materialize_source
+from recsys.data.examples import ctr_examples, search_pairs
+from recsys.data.readers import read_catalog, read_raw_events
+from recsys.data.schema import EVENTS_SCHEMA, SCHEMA_VERSION
+from recsys.data.shaping import annotate_user_events, build_sequences
+from recsys.data.sources import SourceFiles, dataset_root, materialize_source
+from recsys.data.splits import leave_one_out, time_cut
+from recsys.data.validation import (
+    QUARANTINE_SCHEMA,
+    REASONS,
+    check_quarantine,
+    good_rows,
+    quarantined_rows,
+    validate_events,
+)
 
-# Why an event did not become an interaction (counted in the manifest).
-DROP_REASONS = ("not_interaction", "missing_item", "unknown_item")
-
-
-def _classify_events(batch: pa.Table, item_ids: pa.Array, kinds: list[str]) -> pa.Table:
-    """Keep interaction events with a known item; map item id → index; count the rest by reason."""
-    is_kind = pc.is_in(batch["event_type"], value_set=pa.array(kinds))
-    has_item = pc.is_valid(batch["item_id"])
-    index = pc.index_in(batch["item_id"].cast(pa.string()), value_set=item_ids)
-    known = pc.is_valid(index)
-    keep = pc.and_(pc.and_(is_kind, has_item), known)
-    out = pa.table(
-        {
-            "user_id": batch["user_id"].cast(pa.string()),
-            "item": pc.add(index.cast(pa.int32()), 1),
-            "ts": batch["timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()),
-            "keep": keep,
-            "not_interaction": pc.invert(is_kind).cast(pa.int64()),
-            "missing_item": pc.and_(is_kind, pc.invert(has_item)).cast(pa.int64()),
-            "unknown_item": pc.and_(pc.and_(is_kind, has_item), pc.invert(pc.fill_null(known, False))).cast(pa.int64()),
-        }
-    )
-    return out
+_ROWS_PER_PARTITION = 1_500_000
 
 
-def _build_sequences(block: pa.Table, collapse_repeats: bool) -> pa.Table:
-    """One row per user: items in time order. The block holds every row of its users."""
-    block = block.filter(block["keep"]).select(["user_id", "item", "ts"])
-    if block.num_rows == 0:
-        return pa.table({"user_id": pa.array([], pa.string()), "items": pa.array([], pa.list_(pa.int32()))})
-    t = block.sort_by([("user_id", "ascending"), ("ts", "ascending"), ("item", "ascending")])
-    users = t["user_id"].combine_chunks()
-    items = t["item"].to_numpy()
-    new_user = np.ones(len(items), dtype=bool)
-    new_user[1:] = pc.not_equal(users.slice(1), users.slice(0, len(users) - 1)).to_numpy(zero_copy_only=False)
-    keep = new_user.copy()
-    if collapse_repeats:
-        keep[1:] |= items[1:] != items[:-1]
+@dataclass
+class ShapedEvents:
+    """Validated, deduplicated, sessionized events, one block per group of whole users."""
+
+    annotated: ray.data.Dataset
+    quarantine: list[ray.data.Dataset]
+    reasons: dict[str, int]
+    rows_read: int
+    vocab: pa.Array
+    cuts: tuple[int, int]
+
+
+def _reason_counts(batch: pa.Table) -> dict:
+    counts = Counter(r for r in batch["reason"].to_pylist() if r is not None) if "reason" in batch.column_names else Counter()
+    return {"counts": [json.dumps(counts)], "rows": [batch.num_rows]}
+
+
+def _interaction_times(good: ray.data.Dataset, kinds: list[str]) -> np.ndarray:
+    def pick(batch: pa.Table) -> pa.Table:
+        keep = pc.and_(pc.is_in(batch["event_type"], value_set=pa.array(kinds)), pc.is_valid(batch["item_id"]))
+        return pa.table({"t": batch.filter(keep)["timestamp"].cast(pa.int64())})
+
+    refs = good.map_batches(pick, batch_format="pyarrow").to_arrow_refs()
+    tables = [t for t in ray.get(refs) if t.num_rows]
+    return pa.concat_tables(tables)["t"].to_numpy() if tables else np.zeros(0, np.int64)
+
+
+def _time_cuts(cfg: RecsysConfig, good: ray.data.Dataset) -> tuple[int, int]:
+    split = cfg.data.split
+    if split.valid_cutoff is not None:
+        return int(split.valid_cutoff.timestamp() * 1000), int(split.test_cutoff.timestamp() * 1000)
+    times = _interaction_times(good, list(cfg.data.interaction_events))
+    if len(times) == 0:
+        raise ValueError("data.split.mode=time: no interaction events to place the cut between")
+    valid, test = np.quantile(times, [split.valid_quantile, split.test_quantile], method="higher")
+    if valid >= test:
+        raise ValueError(
+            f"data.split quantiles {split.valid_quantile}/{split.test_quantile} give the same time; "
+            "set data.split.valid_cutoff and test_cutoff explicitly"
+        )
+    return int(valid), int(test)
+
+
+def _train_vocab(good: ray.data.Dataset, kinds: list[str], valid_cut: int) -> pa.Array:
+    def items_before(batch: pa.Table) -> pa.Table:
+        keep = pc.and_(pc.is_in(batch["event_type"], value_set=pa.array(kinds)),
+                       pc.less(batch["timestamp"].cast(pa.int64()), valid_cut))
+        return pa.table({"item_id": pc.unique(pc.drop_null(batch.filter(keep)["item_id"]))})
+
+    tables = ray.get(good.map_batches(items_before, batch_format="pyarrow").to_arrow_refs())
+    return pc.unique(pa.concat_tables(tables)["item_id"]) if tables else pa.array([], pa.string())
+
+
+def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.Array) -> ShapedEvents:
+    """Read, validate, deduplicate and sessionize. Raises only on file-level problems or the threshold."""
+    vcfg = cfg.data.validation.model_dump()
+    raw = read_raw_events(source.events_path, source.format)
+    validated = raw.map_batches(validate_events, batch_format="pyarrow",
+                                fn_kwargs={"cfg": vcfg, "item_ids": catalog_ids}).materialize()
+    tallies = validated.map_batches(_reason_counts, batch_format="pyarrow").take_all()
+    reasons: Counter = Counter()
+    for t in tallies:
+        reasons.update(json.loads(t["counts"]))
+    rows_read = sum(int(t["rows"]) for t in tallies)
+    if rows_read == 0:
+        raise ValueError(f"no events in {source.events_path}: the files hold no rows")
+    good = validated.map_batches(good_rows, batch_format="pyarrow")
+    bad = validated.map_batches(quarantined_rows, batch_format="pyarrow")
+
+    kinds = list(cfg.data.interaction_events)
+    if cfg.data.split.mode == "time":
+        cuts = _time_cuts(cfg, good)
+        vocab = _train_vocab(good, kinds, cuts[0])
+        vocab = vocab.take(pc.sort_indices(vocab))
     else:
-        keep[:] = True
-    items, new_user, users = items[keep], new_user[keep], users.filter(pa.array(keep))
-    starts = np.flatnonzero(new_user)
-    offsets = np.append(starts, len(items)).astype(np.int32)
-    return pa.table(
-        {
-            "user_id": users.take(pa.array(starts)),
-            "items": pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int32())),
-        }
+        cuts = (0, 0)
+        vocab = catalog_ids
+
+    partitions = max(4, math.ceil(rows_read / _ROWS_PER_PARTITION))
+    annotated = (
+        good.repartition(partitions, keys=["user_id"])
+        .map_batches(annotate_user_events, batch_format="pyarrow", batch_size=None,
+                     fn_kwargs={"gap_ms": int(cfg.data.session_gap_minutes * 60_000), "vocab": vocab})
+        .materialize()
     )
+    dups = int(annotated.sum("duplicate") or 0)
+    if dups:
+        reasons["duplicate_event"] = dups
+    quarantine = [bad, annotated.filter(expr="duplicate").map_batches(_duplicates_to_quarantine, batch_format="pyarrow")]
+    return ShapedEvents(annotated, quarantine, {r: reasons.get(r, 0) for r in REASONS}, rows_read, vocab, cuts)
 
 
-def _split_leave_one_out(batch: pa.Table, min_len: int, split: str) -> pa.Table:
-    """train: items[:-2]; valid: items[:-2] → items[-2]; test: items[:-1] → items[-1]."""
-    rows = [(u, s) for u, s in zip(batch["user_id"].to_pylist(), batch["items"].to_pylist(), strict=True) if len(s) >= min_len]
-    users = pa.array([u for u, _ in rows], pa.string())
-    hist = pa.list_(pa.int32())
-    if split == "train":
-        return pa.table({"user_id": users, "items": pa.array([s[:-2] for _, s in rows], hist)})
-    cut = 2 if split == "valid" else 1
-    return pa.table(
-        {
-            "user_id": users,
-            "history": pa.array([s[:-cut] for _, s in rows], hist),
-            "target": pa.array([s[-cut] for _, s in rows], pa.int32()),
-        }
-    )
+def _duplicates_to_quarantine(batch: pa.Table) -> pa.Table:
+    stamps = batch["timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.string())
+    cols = {f.name: batch[f.name].cast(pa.string()) for f in EVENTS_SCHEMA if f.name != "timestamp"}
+    return pa.table({**cols, "timestamp": stamps, "_record": pa.nulls(batch.num_rows, pa.string()),
+                     "_source": pa.nulls(batch.num_rows, pa.string()),
+                     "reason": pa.array(["duplicate_event"] * batch.num_rows, pa.string())}).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
 
 
-def _item_table(catalog: pa.Table) -> tuple[pa.Table, pa.Table, int]:
-    """Deduplicate the catalog, give items indices 1..N and attributes indices 1..A."""
-    check_columns(catalog.schema, CATALOG_SCHEMA, "catalog")
-    n_rows = catalog.num_rows
-    catalog = catalog.filter(pc.is_valid(catalog["item_id"]))
-    catalog = catalog.sort_by("item_id")
-    ids = catalog["item_id"].to_pylist()
-    first = np.ones(len(ids), dtype=bool)
-    first[1:] = [a != b for a, b in zip(ids[1:], ids[:-1], strict=True)]
-    catalog = catalog.filter(pa.array(first))
-    dropped = n_rows - catalog.num_rows
-
-    def attrs_of(row: dict) -> list[str]:
-        extra = [f"category:{row['category']}"] if row.get("category") else []
-        extra += [f"brand:{row['brand']}"] if row.get("brand") else []
-        return extra + list(row.get("attributes") or [])
-
-    rows = catalog.to_pylist()
-    item_attrs = [attrs_of(r) for r in rows]
-    vocab = sorted({a for attrs in item_attrs for a in attrs})
-    attr_index = {a: i + 1 for i, a in enumerate(vocab)}
-    items = catalog.append_column("item_index", pa.array(np.arange(1, len(rows) + 1), pa.int32()))
-    items = items.append_column(
-        "attribute_indices", pa.array([[attr_index[a] for a in attrs] for attrs in item_attrs], pa.list_(pa.int32()))
-    )
-    attributes = pa.table({"attribute_index": pa.array(np.arange(1, len(vocab) + 1), pa.int32()), "attribute": vocab})
-    return items, attributes, dropped
+def _events_out(batch: pa.Table) -> pa.Table:
+    """Annotated rows back in the canonical schema (plus the derived session), duplicates removed."""
+    batch = batch.filter(pc.invert(batch["duplicate"]))
+    cols = {f.name: batch[f.name] for f in EVENTS_SCHEMA if f.name != "timestamp"}
+    return pa.table({**cols, "timestamp": batch["timestamp"].cast(pa.timestamp("ms", tz="UTC")),
+                     "session": batch["session"]}).select([*EVENTS_SCHEMA.names, "session"])
 
 
 def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
@@ -135,72 +166,97 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
         point_latest(root, version)
         return PreparedDataset(final)
 
-    check_columns(pq.read_schema(_first_parquet(source.events_path)), EVENTS_SCHEMA, f"events {source.events_path}")
-    items, attributes, dup_items = _item_table(pq.read_table(source.catalog_path))
-    item_ids = items["item_id"].combine_chunks()
-
     ctx = ray.data.DataContext.get_current()
-    ctx.default_hash_shuffle_parallelism = 8  # 200 partitions is slow on a small cluster
-    events = ray.data.read_parquet(source.events_path)
-    classified = events.map_batches(
-        _classify_events, batch_format="pyarrow", fn_kwargs={"item_ids": item_ids, "kinds": list(cfg.data.interaction_events)}
-    ).materialize()
-    sums = classified.sum(list(DROP_REASONS))
-    drops = {reason: int(sums[f"sum({reason})"] or 0) for reason in DROP_REASONS}
-    n_events = classified.count()
+    saved = (ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism)
+    # Whole-user blocks must not be split by size; 200 shuffle partitions is slow on a small cluster.
+    ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism = None, 8
+    try:
+        return _prepare(cfg, source, version, final, root, t0)
+    finally:
+        ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism = saved
 
-    sequences = (
-        classified.repartition(8, keys=["user_id"])
-        .map_batches(
-            _build_sequences, batch_format="pyarrow", batch_size=None, fn_kwargs={"collapse_repeats": cfg.data.collapse_repeats}
-        )
-        .materialize()
-    )
+
+def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, t0: float) -> PreparedDataset:
+    catalog = read_catalog(source.catalog_path, "auto" if source.kind != "files" else source.format)
+    catalog_items, _, dup_items = item_table(catalog)
+    shaped = validate_and_shape(cfg, source, catalog_items["item_id"].combine_chunks())
+    items, attributes, _ = item_table(catalog, shaped.vocab)
+    quarantine_dir = final / "quarantine"
+    check_quarantine(shaped.reasons, shaped.rows_read, cfg.data.validation.max_quarantine_fraction, str(quarantine_dir))
+
+    data, split_cfg = cfg.data, cfg.data.split
+    kinds = list(data.interaction_events)
+    sequences = shaped.annotated.map_batches(
+        build_sequences, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"kinds": kinds, "collapse_repeats": data.collapse_repeats},
+    ).materialize()
     n_users = sequences.count()
     if n_users == 0:
         raise ValueError(
-            f"no interactions left from {source.events_path}: data.interaction_events={cfg.data.interaction_events} "
-            f"matched nothing or no item is in the catalog (dropped: {drops})"
+            f"no interactions left from {source.events_path}: data.interaction_events={data.interaction_events} "
+            f"matched no valid event on a known item (quarantined: {_nonzero(shaped.reasons)})"
         )
     if len(sequences.unique("user_id")) != n_users:
         raise RuntimeError("a user's events were split across blocks; sequences would be wrong")
 
+    example_args = {"kinds": kinds, "collapse_repeats": data.collapse_repeats, "mode": split_cfg.mode,
+                    "min_len": data.min_user_interactions, "valid_cut": shaped.cuts[0], "test_cut": shaped.cuts[1]}
     with atomic_folder(final) as scratch:
+        events_out = shaped.annotated.map_batches(_events_out, batch_format="pyarrow")
+        events_out.write_parquet(str(scratch / "events"))
+        n_quarantined = 0
+        for part in shaped.quarantine:
+            part = part.materialize()
+            n_quarantined += part.count()
+            part.write_parquet(str(scratch / "quarantine"))
+        n_events_out = sum(pq.ParquetFile(f).metadata.num_rows for f in (scratch / "events").rglob("*.parquet"))
+        if n_events_out + n_quarantined != shaped.rows_read:
+            raise RuntimeError(f"row conservation broken: read {shaped.rows_read}, wrote {n_events_out} + "
+                               f"{n_quarantined} quarantined")
         sequences.write_parquet(str(scratch / "sequences"))
-        min_len = cfg.data.min_user_interactions
         counts = {}
         for split in ("train", "valid", "test"):
-            part = sequences.map_batches(
-                _split_leave_one_out, batch_format="pyarrow", fn_kwargs={"min_len": min_len, "split": split}
-            ).materialize()
+            if split_cfg.mode == "time":
+                fn, kw = time_cut, {"valid_cut": shaped.cuts[0], "test_cut": shaped.cuts[1]}
+            else:
+                fn, kw = leave_one_out, {"min_len": data.min_user_interactions}
+            part = sequences.map_batches(fn, batch_format="pyarrow",
+                                         fn_kwargs={"split": split, "max_len": data.max_seq_len, **kw}).materialize()
             counts[split] = part.count()
             part.write_parquet(str(scratch / split))
             if split == "train":
-                train_counts = _item_counts(part, len(item_ids))
+                train_counts = _item_counts(part, len(shaped.vocab))
+        for name, fn in (("ctr", ctr_examples), ("search", search_pairs)):
+            ex = shaped.annotated.map_batches(fn, batch_format="pyarrow", batch_size=None, fn_kwargs=example_args).materialize()
+            counts[f"{name}_examples"] = _count_by_split(ex)
+            ex.write_parquet(str(scratch / "examples" / name))
         items = items.append_column("train_count", pa.array(train_counts[1:], pa.int64()))
         pq.write_table(items, scratch / "items.parquet")
         pq.write_table(attributes, scratch / "attributes.parquet")
-        n_interactions = n_events - sum(drops.values())
         manifest = {
             "name": source.name,
             "version": version,
             "schema_version": SCHEMA_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": {"kind": source.kind, "events": source.events_path, "catalog": source.catalog_path,
-                       "fingerprint": source.fingerprint},
+                       "format": source.format, "fingerprint": source.fingerprint},
             "data_config": cfg.data.model_dump(mode="json"),
             "counts": {
-                "events_read": n_events,
-                "interactions": n_interactions,
-                "dropped": drops,
+                "events_read": shaped.rows_read,
+                "events_valid": n_events_out,
+                "quarantined": n_quarantined,
                 "duplicate_catalog_items": dup_items,
                 "users": n_users,
                 "users_too_short_for_eval": n_users - counts["test"],
-                **{f"{k}_rows": v for k, v in counts.items()},
+                **{f"{k}_rows": v for k, v in counts.items() if isinstance(v, int)},
+                **{k: v for k, v in counts.items() if isinstance(v, dict)},
             },
-            "vocab": {"num_items": len(item_ids), "num_attributes": attributes.num_rows,
-                      "pad_index": 0, "mask_index": len(item_ids) + 1},
-            "split": {"protocol": "leave_one_out", "valid": "second-to-last item", "test": "last item"},
+            "quarantine": {"path": "quarantine", "reasons": shaped.reasons,
+                           "max_fraction": cfg.data.validation.max_quarantine_fraction},
+            "vocab": {"num_items": len(shaped.vocab), "num_attributes": attributes.num_rows,
+                      "pad_index": 0, "mask_index": len(shaped.vocab) + 1,
+                      "source": "catalog" if split_cfg.mode == "leave_one_out" else "train side of the time split"},
+            "split": _split_manifest(cfg, shaped.cuts),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -208,14 +264,31 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
     return PreparedDataset(final)
 
 
-def _first_parquet(path: str) -> str:
-    p = Path(path)
-    if p.is_file():
-        return str(p)
-    files = sorted(p.rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files under {path}")
-    return str(files[0])
+def _nonzero(reasons: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in reasons.items() if v}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
+def _split_manifest(cfg: RecsysConfig, cuts: tuple[int, int]) -> dict:
+    if cfg.data.split.mode == "leave_one_out":
+        return {"protocol": "leave_one_out", "valid": "second-to-last item", "test": "last item",
+                "min_user_interactions": cfg.data.min_user_interactions, "max_seq_len": cfg.data.max_seq_len}
+    return {"protocol": "time", "valid_cutoff": _iso(cuts[0]), "test_cutoff": _iso(cuts[1]),
+            "valid_cutoff_ms": cuts[0], "test_cutoff_ms": cuts[1], "max_seq_len": cfg.data.max_seq_len}
+
+
+def _count_by_split(ds: ray.data.Dataset) -> dict[str, int]:
+    def count(batch: pa.Table) -> dict:
+        c = Counter(batch["split"].to_pylist())
+        return {"counts": [json.dumps(c)]}
+
+    total: Counter = Counter({"train": 0, "valid": 0, "test": 0})
+    for row in ds.map_batches(count, batch_format="pyarrow").take_all():
+        total.update(json.loads(row["counts"]))
+    return dict(total)
 
 
 def _item_counts(train: ray.data.Dataset, num_items: int) -> np.ndarray:
@@ -223,7 +296,7 @@ def _item_counts(train: ray.data.Dataset, num_items: int) -> np.ndarray:
 
     def count(batch: pa.Table) -> dict:
         flat = pc.list_flatten(batch["items"]).to_numpy()
-        return {"counts": [np.bincount(flat, minlength=num_items + 1)]}
+        return {"counts": [np.bincount(flat, minlength=num_items + 2)[: num_items + 1]]}
 
     partial = train.map_batches(count, batch_format="pyarrow").take_all()
     return np.sum([r["counts"] for r in partial], axis=0) if partial else np.zeros(num_items + 1, np.int64)

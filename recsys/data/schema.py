@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
+# `impression`: the item was shown to the user (in a list or a search result) — the negatives and
+# positives of CTR ranking. `view`: the user opened the item's page.
+EVENT_TYPES = ("impression", "view", "click", "add_to_cart", "purchase", "search")
+# Events that must name an item; a search must carry query text instead.
+ITEM_EVENT_TYPES = ("impression", "view", "click", "add_to_cart", "purchase")
 
 # One row per user action. `query` is set on search events; `session_id` when the source knows it.
 EVENTS_SCHEMA = pa.schema(

@@ -1,8 +1,10 @@
-"""Turn the configured source into canonical Parquet files the Ray Data pipeline reads.
+"""Resolve the configured source into event and catalog files the Ray Data pipeline reads.
 
-Built-in sources (Amazon Beauty, the synthetic shop) are converted once into
-`<artifacts>/sources/<name>/<fingerprint>/{events,catalog}.parquet`; a `parquet` source is read in
-place. The fingerprint (hash of the source files or generator settings) names the dataset version.
+Built-in sources (Amazon Beauty, MovieLens-100k, the synthetic shop) are converted once into
+`<artifacts>/sources/<name>/<fingerprint>/{events/date=YYYY-MM-DD/*.parquet, catalog.parquet}`;
+a `files` source (your own logs: Parquet, JSONL or CSV, local or any pyarrow filesystem URI) is read
+in place. The fingerprint (a hash of the source files, or of the generator settings) names the
+dataset version, so a changed input is a new version.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.artifacts import atomic_folder
 from recsys.config import RecsysConfig
 from recsys.data.beauty import beauty_files, read_beauty
+from recsys.data.movielens import movielens_files, read_movielens
+from recsys.data.readers import list_files
 from recsys.data.synthetic import generate_shop
 
 
@@ -26,6 +32,7 @@ class SourceFiles:
     events_path: str
     catalog_path: str
     fingerprint: str
+    format: str = "parquet"
 
 
 def resolve_source_kind(cfg: RecsysConfig) -> str:
@@ -39,7 +46,7 @@ def dataset_root(cfg: RecsysConfig) -> Path:
     return cfg.artifacts_root / "datasets" / (cfg.data.name or resolve_source_kind(cfg))
 
 
-def _hash_files(paths: list[Path]) -> str:
+def _hash_local(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
         h.update(p.name.encode())
@@ -49,36 +56,45 @@ def _hash_files(paths: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
+def _hash_files(path: str) -> str:
+    """Content hash of local files; for remote URIs, of names, sizes and modification times."""
+    fs, files = list_files(path)
+    if fs.type_name == "local":
+        return _hash_local([Path(f) for f in files])
+    h = hashlib.sha256()
+    for info in fs.get_file_info(files):
+        h.update(f"{info.path}|{info.size}|{info.mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def write_events_by_date(events: pa.Table, folder: Path) -> None:
+    """Hive-partitioned Parquet, one folder per UTC day: Ray Data reads the days as parallel blocks."""
+    day = pc.strftime(events["timestamp"], format="%Y-%m-%d")
+    pq.write_to_dataset(events.append_column("date", day), folder, partition_cols=["date"],
+                        basename_template="part-{i}.parquet")
+
+
 def materialize_source(cfg: RecsysConfig) -> SourceFiles:
     kind = resolve_source_kind(cfg)
     name = cfg.data.name or kind
-    if kind == "parquet":
-        paths = [Path(cfg.data.events_path), Path(cfg.data.catalog_path)]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"data.events_path/data.catalog_path not found: {', '.join(missing)}")
-        files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.parquet")))
-        return SourceFiles(name, kind, str(paths[0]), str(paths[1]), _hash_files(files))
+    if kind == "files":
+        fingerprint = _hash_files(cfg.data.events_path)[:6] + _hash_files(cfg.data.catalog_path)[:6]
+        return SourceFiles(name, kind, cfg.data.events_path, cfg.data.catalog_path, fingerprint, cfg.data.format)
 
     if kind == "beauty":
-        fingerprint = _hash_files(beauty_files(cfg.data.beauty_dir))
+        fingerprint = _hash_local(beauty_files(cfg.data.beauty_dir))
         make = lambda: read_beauty(cfg.data.beauty_dir)  # noqa: E731
+    elif kind == "movielens":
+        fingerprint = _hash_local(movielens_files(cfg.data.movielens_dir))
+        make = lambda: read_movielens(cfg.data.movielens_dir)  # noqa: E731
     else:
         fingerprint = "gen-" + hashlib.sha256(cfg.data.synthetic.model_dump_json().encode()).hexdigest()[:12]
         make = lambda: generate_shop(cfg.data.synthetic)  # noqa: E731
 
     dest = cfg.artifacts_root / "sources" / name / fingerprint
-
-    def write(folder: Path) -> None:
-        events, catalog = make()
-        (folder / "events").mkdir()
-        # Several files so Ray Data reads them as parallel blocks.
-        step = max(1, -(-events.num_rows // 4))
-        for i, start in enumerate(range(0, events.num_rows, step)):
-            pq.write_table(events.slice(start, step), folder / "events" / f"part-{i:03d}.parquet")
-        pq.write_table(catalog, folder / "catalog.parquet")
-
     if not dest.exists():
         with atomic_folder(dest) as scratch:
-            write(scratch)
+            events, catalog = make()
+            write_events_by_date(events, scratch / "events")
+            pq.write_table(catalog, scratch / "catalog.parquet")
     return SourceFiles(name, kind, str(dest / "events"), str(dest / "catalog.parquet"), fingerprint)

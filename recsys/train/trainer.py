@@ -58,6 +58,16 @@ def run_name_for(cfg: RecsysConfig, stage: str, dataset: PreparedDataset, init_f
     return f"{cfg.run_name}-{stage}-{digest}"
 
 
+def training_dataset(cfg: RecsysConfig, stage: str, dataset: PreparedDataset) -> ray.data.Dataset:
+    """The `train` split as the stage consumes it; Ray Train streams disjoint shards of it to workers."""
+    train = ray.data.read_parquet(dataset.split_dir("train"))
+    if stage == "finetune":
+        train = train.map_batches(_with_next_item_pairs, batch_format="pyarrow")
+    if cfg.data.cache_train_split:
+        train = train.materialize()
+    return train
+
+
 def run_stage(
     cfg: RecsysConfig,
     stage: str,
@@ -76,11 +86,7 @@ def run_stage(
         "threads": max(1, int(cfg.cluster.cpus_per_worker)),
         "fault": fault,  # test hook, see loop._maybe_inject_fault
     }
-    train = ray.data.read_parquet(dataset.split_dir("train"))
-    if stage == "finetune":
-        train = train.map_batches(_with_next_item_pairs, batch_format="pyarrow")
-    if cfg.data.cache_train_split:
-        train = train.materialize()
+    train = training_dataset(cfg, stage, dataset)
     name = run_name_for(cfg, stage, dataset, init_from)
     trainer = TorchTrainer(
         train_loop_per_worker,

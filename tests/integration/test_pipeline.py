@@ -29,16 +29,18 @@ def test_sequences_and_leave_one_out_splits(tiny_run):
     got = {u: [id_of[i] for i in s] for u, s in zip(seqs["user_id"], seqs["items"], strict=True)}
     assert got == expected
     assert m["counts"]["users"] == len(expected)
-    assert m["counts"]["dropped"]["not_interaction"] > 0  # views and searches are not interactions
+    # Impressions and searches are valid events, kept in events/, but not sequence steps.
+    assert m["counts"]["events_valid"] == m["counts"]["events_read"] > sum(len(s) for s in expected.values())
 
     train, valid, test = (ds.read_split(s).set_index("user_id") for s in ("train", "valid", "test"))
     assert len(train) == len(valid) == len(test) == m["counts"]["test_rows"]
+    n = cfg.data.max_seq_len  # the most recent n items are kept
     for user, row in test.iterrows():
         full = [int(x) for x in seqs.set_index("user_id").loc[user, "items"]]
-        assert int(row["target"]) == full[-1] and list(row["history"]) == full[:-1]
-        assert int(valid.loc[user, "target"]) == full[-2] and list(valid.loc[user, "history"]) == full[:-2]
+        assert int(row["target"]) == full[-1] and list(row["history"]) == full[:-1][-n:]
+        assert int(valid.loc[user, "target"]) == full[-2] and list(valid.loc[user, "history"]) == full[:-2][-n:]
         # Leak-free: training sees neither evaluation target at its position.
-        assert list(train.loc[user, "items"]) == full[:-2]
+        assert list(train.loc[user, "items"]) == full[:-2][-n:]
 
 
 def test_popularity_counts_only_training_histories(tiny_run):

@@ -45,7 +45,7 @@ def test_cross_field_rule_is_explained():
 
 def test_parquet_source_requires_paths():
     with pytest.raises(ConfigError, match="data.events_path and data.catalog_path"):
-        validate_config({"data": {"source": "parquet"}})
+        validate_config({"data": {"source": "files"}})
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
