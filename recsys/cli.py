@@ -60,11 +60,18 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = (*STAGES, "demo", "k8s")
+    commands = (*STAGES, "demo", "k8s", "data")
     if not argv or argv[0] not in commands:
         print(f"usage: recsys {{{','.join(commands)}}} --config FILE [--set key=value ...]", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "data":
+        if not rest or rest[0] != "stats":
+            print("usage: recsys data stats <dataset folder> [--out DIR]", file=sys.stderr)
+            return 2
+        from recsys.data.stats import main as stats_main
+
+        return stats_main(rest[1:])
     if command == "k8s":
         from recsys.k8s.cli import main as k8s_main
 

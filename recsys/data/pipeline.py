@@ -16,6 +16,8 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -69,7 +71,7 @@ def _interaction_times(good: ray.data.Dataset, kinds: list[str]) -> np.ndarray:
         keep = pc.and_(pc.is_in(batch["event_type"], value_set=pa.array(kinds)), pc.is_valid(batch["item_id"]))
         return pa.table({"t": batch.filter(keep)["timestamp"].cast(pa.int64())})
 
-    refs = good.map_batches(pick, batch_format="pyarrow").to_arrow_refs()
+    refs = good.map_batches(pick, batch_format="pyarrow", batch_size=None).to_arrow_refs()
     tables = [t for t in ray.get(refs) if t.num_rows]
     return pa.concat_tables(tables)["t"].to_numpy() if tables else np.zeros(0, np.int64)
 
@@ -96,7 +98,7 @@ def _train_vocab(good: ray.data.Dataset, kinds: list[str], valid_cut: int) -> pa
                        pc.less(batch["timestamp"].cast(pa.int64()), valid_cut))
         return pa.table({"item_id": pc.unique(pc.drop_null(batch.filter(keep)["item_id"]))})
 
-    tables = ray.get(good.map_batches(items_before, batch_format="pyarrow").to_arrow_refs())
+    tables = ray.get(good.map_batches(items_before, batch_format="pyarrow", batch_size=None).to_arrow_refs())
     return pc.unique(pa.concat_tables(tables)["item_id"]) if tables else pa.array([], pa.string())
 
 
@@ -104,17 +106,17 @@ def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.A
     """Read, validate, deduplicate and sessionize. Raises only on file-level problems or the threshold."""
     vcfg = cfg.data.validation.model_dump()
     raw = read_raw_events(source.events_path, source.format)
-    validated = raw.map_batches(validate_events, batch_format="pyarrow",
+    validated = raw.map_batches(validate_events, batch_format="pyarrow", batch_size=None,
                                 fn_kwargs={"cfg": vcfg, "item_ids": catalog_ids}).materialize()
-    tallies = validated.map_batches(_reason_counts, batch_format="pyarrow").take_all()
+    tallies = validated.map_batches(_reason_counts, batch_format="pyarrow", batch_size=None).take_all()
     reasons: Counter = Counter()
     for t in tallies:
         reasons.update(json.loads(t["counts"]))
     rows_read = sum(int(t["rows"]) for t in tallies)
     if rows_read == 0:
         raise ValueError(f"no events in {source.events_path}: the files hold no rows")
-    good = validated.map_batches(good_rows, batch_format="pyarrow")
-    bad = validated.map_batches(quarantined_rows, batch_format="pyarrow")
+    good = validated.map_batches(good_rows, batch_format="pyarrow", batch_size=None)
+    bad = validated.map_batches(quarantined_rows, batch_format="pyarrow", batch_size=None)
 
     kinds = list(cfg.data.interaction_events)
     if cfg.data.split.mode == "time":
@@ -135,7 +137,7 @@ def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.A
     dups = int(annotated.sum("duplicate") or 0)
     if dups:
         reasons["duplicate_event"] = dups
-    quarantine = [bad, annotated.filter(expr="duplicate").map_batches(_duplicates_to_quarantine, batch_format="pyarrow")]
+    quarantine = [bad, annotated.filter(expr="duplicate").map_batches(_duplicates_to_quarantine, batch_format="pyarrow", batch_size=None)]
     return ShapedEvents(annotated, quarantine, {r: reasons.get(r, 0) for r in REASONS}, rows_read, vocab, cuts)
 
 
@@ -166,12 +168,19 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
         point_latest(root, version)
         return PreparedDataset(final)
 
+    with prepare_context():
+        return _prepare(cfg, source, version, final, root, t0)
+
+
+@contextmanager
+def prepare_context() -> Iterator[None]:
+    """Ray Data settings the pipeline relies on, restored afterwards."""
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism)
     # Whole-user blocks must not be split by size; 200 shuffle partitions is slow on a small cluster.
     ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism = None, 8
     try:
-        return _prepare(cfg, source, version, final, root, t0)
+        yield
     finally:
         ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism = saved
 
@@ -202,7 +211,7 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
     example_args = {"kinds": kinds, "collapse_repeats": data.collapse_repeats, "mode": split_cfg.mode,
                     "min_len": data.min_user_interactions, "valid_cut": shaped.cuts[0], "test_cut": shaped.cuts[1]}
     with atomic_folder(final) as scratch:
-        events_out = shaped.annotated.map_batches(_events_out, batch_format="pyarrow")
+        events_out = shaped.annotated.map_batches(_events_out, batch_format="pyarrow", batch_size=None)
         events_out.write_parquet(str(scratch / "events"))
         n_quarantined = 0
         for part in shaped.quarantine:
@@ -220,7 +229,7 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
                 fn, kw = time_cut, {"valid_cut": shaped.cuts[0], "test_cut": shaped.cuts[1]}
             else:
                 fn, kw = leave_one_out, {"min_len": data.min_user_interactions}
-            part = sequences.map_batches(fn, batch_format="pyarrow",
+            part = sequences.map_batches(fn, batch_format="pyarrow", batch_size=None,
                                          fn_kwargs={"split": split, "max_len": data.max_seq_len, **kw}).materialize()
             counts[split] = part.count()
             part.write_parquet(str(scratch / split))
@@ -286,7 +295,7 @@ def _count_by_split(ds: ray.data.Dataset) -> dict[str, int]:
         return {"counts": [json.dumps(c)]}
 
     total: Counter = Counter({"train": 0, "valid": 0, "test": 0})
-    for row in ds.map_batches(count, batch_format="pyarrow").take_all():
+    for row in ds.map_batches(count, batch_format="pyarrow", batch_size=None).take_all():
         total.update(json.loads(row["counts"]))
     return dict(total)
 
@@ -298,5 +307,5 @@ def _item_counts(train: ray.data.Dataset, num_items: int) -> np.ndarray:
         flat = pc.list_flatten(batch["items"]).to_numpy()
         return {"counts": [np.bincount(flat, minlength=num_items + 2)[: num_items + 1]]}
 
-    partial = train.map_batches(count, batch_format="pyarrow").take_all()
+    partial = train.map_batches(count, batch_format="pyarrow", batch_size=None).take_all()
     return np.sum([r["counts"] for r in partial], axis=0) if partial else np.zeros(num_items + 1, np.int64)

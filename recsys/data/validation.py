@@ -140,9 +140,14 @@ def validate_events(batch: pa.Table, cfg: dict, item_ids: pa.Array) -> pa.Table:
         "session_id": session,
         "reason": reason,
     }
-    # Raw text for the quarantine (only meaningful on bad rows; cheap enough to keep for all).
+    # Raw text for the quarantine, filled in on bad rows only (casting 10M timestamps to text is not free).
+    bad = pc.is_valid(reason)
+    bad = bad.combine_chunks() if isinstance(bad, pa.ChunkedArray) else bad
     for c in ("user_id", "item_id", "event_type", "timestamp", "query", "session_id"):
-        out[f"raw_{c}"] = batch[c].combine_chunks().cast(pa.string()) if not pa.types.is_null(batch[c].type) else pa.nulls(n, pa.string())
+        col = batch[c].combine_chunks()
+        text = pa.nulls(0, pa.string()) if pa.types.is_null(col.type) else col.filter(bad).cast(pa.string())
+        full = pa.nulls(n, pa.string())
+        out[f"raw_{c}"] = pc.replace_with_mask(full, bad, text) if len(text) else full
     out["_record"] = batch["_record"]
     out["_source"] = batch["_source"].cast(pa.string())
     return pa.table(out)

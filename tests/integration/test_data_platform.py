@@ -205,3 +205,18 @@ def test_beauty_prepared_counts(ray_session, tmp_path, shared_datasets):
     c = ds.manifest["counts"]
     assert (c["events_read"], c["events_valid"], c["users"], ds.num_items) == (198_502, 198_502, 22_363, 12_101)
     assert c["test_rows"] == 22_363 and pc.sum(pq.read_table(ds.path / "items.parquet")["train_count"]).as_py() > 0
+
+
+def test_data_stats_prints_figures_and_writes_plots(ray_session, tmp_path, capsys):
+    from recsys.cli import main
+    from recsys.data.pipeline import prepare_dataset
+
+    cfg = validate_config({"artifacts": {"root": str(tmp_path)}, "data": {"source": "synthetic", "synthetic": SHOP}})
+    ds = prepare_dataset(cfg)
+    assert main(["data", "stats", str(ds.path.parent), "--out", str(tmp_path / "plots"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ds.manifest['counts']['events_read']:,} read" in out and "sessions/user" in out
+    for name in ("sequence_lengths", "popularity", "events_per_day"):
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    assert main(["data", "stats", str(tmp_path / "nope")]) == 1

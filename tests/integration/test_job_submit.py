@@ -43,7 +43,7 @@ def head_node():
             time.sleep(1)
     if proc.poll() is not None:
         pytest.fail(f"ray start --head exited: {proc.stdout.read()}")
-    yield address, env
+    yield address, env, temp_dir
     proc.terminate()
     try:
         proc.wait(timeout=60)
@@ -53,7 +53,7 @@ def head_node():
 
 
 def test_prepare_stage_via_ray_job_submit(head_node, tmp_path):
-    address, env = head_node
+    address, env, temp_dir = head_node
     root = tmp_path / "artifacts"
     cmd = [
         str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
@@ -61,9 +61,18 @@ def test_prepare_stage_via_ray_job_submit(head_node, tmp_path):
         "--set", "data.source=synthetic", "--set", f"artifacts.root={root}",
         "--set", "data.synthetic.num_users=200", "--set", "data.synthetic.num_items=50",
     ]
-    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
+    deadline = time.monotonic() + 300
+    while True:
+        done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        out = done.stdout + done.stderr
+        # The dashboard answers before the node's job agent registers; on a busy machine that takes a while.
+        if "No available agent" not in out or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    if done.returncode != 0:
+        agent_logs = sorted(Path(temp_dir).rglob("dashboard_agent*.log"))
+        tail = agent_logs[-1].read_text()[-3000:] if agent_logs else "no dashboard_agent log"
+        pytest.fail(f"ray job submit failed:\n{out}\n--- dashboard agent log tail ---\n{tail}")
     assert "succeeded" in out, out
     manifest = json.loads(next(root.glob("datasets/synthetic/*/manifest.json")).read_text())
     assert manifest["counts"]["users"] == 200
