@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,12 +35,13 @@ from recsys.data.dataset import PreparedDataset
 from recsys.data.examples import ctr_examples, search_pairs
 from recsys.data.readers import read_catalog, read_raw_events
 from recsys.data.schema import EVENTS_SCHEMA, SCHEMA_VERSION
-from recsys.data.shaping import annotate_user_events, build_sequences
+from recsys.data.shaping import annotate_user_events, build_sequences, compact_events
 from recsys.data.sources import SourceFiles, dataset_root, materialize_source
 from recsys.data.splits import leave_one_out, time_cut
 from recsys.data.validation import (
     QUARANTINE_SCHEMA,
     REASONS,
+    QuarantineThresholdExceeded,
     check_quarantine,
     good_rows,
     quarantined_rows,
@@ -102,8 +104,12 @@ def _train_vocab(good: ray.data.Dataset, kinds: list[str], valid_cut: int) -> pa
     return pc.unique(pa.concat_tables(tables)["item_id"]) if tables else pa.array([], pa.string())
 
 
-def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.Array) -> ShapedEvents:
-    """Read, validate, deduplicate and sessionize. Raises only on file-level problems or the threshold."""
+def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.Array, materialize: bool = True) -> ShapedEvents:
+    """Read, validate, deduplicate and sessionize. Raises only on file-level problems.
+
+    `materialize=False` leaves the annotated events lazy, for a caller that derives one output from
+    them (the benchmark); `prepare_dataset` derives five, so it keeps them in the object store.
+    """
     vcfg = cfg.data.validation.model_dump()
     raw = read_raw_events(source.events_path, source.format)
     validated = raw.map_batches(validate_events, batch_format="pyarrow", batch_size=None,
@@ -128,15 +134,18 @@ def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.A
         vocab = catalog_ids
 
     partitions = max(4, math.ceil(rows_read / _ROWS_PER_PARTITION))
+    to_vocab = None
+    if cfg.data.split.mode == "time":  # catalog position → 1-based vocabulary index (0: not in it)
+        to_vocab = pc.add(pc.fill_null(pc.index_in(catalog_ids, value_set=vocab), -1), 1).to_numpy().astype(np.int32)
     annotated = (
-        good.repartition(partitions, keys=["user_id"])
+        good.map_batches(compact_events, batch_format="pyarrow", batch_size=None, fn_kwargs={"catalog_ids": catalog_ids})
+        .repartition(partitions, keys=["user_id"])
         .map_batches(annotate_user_events, batch_format="pyarrow", batch_size=None,
-                     fn_kwargs={"gap_ms": int(cfg.data.session_gap_minutes * 60_000), "vocab": vocab})
-        .materialize()
+                     fn_kwargs={"gap_ms": int(cfg.data.session_gap_minutes * 60_000), "catalog_ids": catalog_ids,
+                                "to_vocab": to_vocab})
     )
-    dups = int(annotated.sum("duplicate") or 0)
-    if dups:
-        reasons["duplicate_event"] = dups
+    annotated = annotated.materialize() if materialize else annotated
+    # Duplicates are counted when their quarantine part is written (`_prepare`), not in an extra pass.
     quarantine = [bad, annotated.filter(expr="duplicate").map_batches(_duplicates_to_quarantine, batch_format="pyarrow", batch_size=None)]
     return ShapedEvents(annotated, quarantine, {r: reasons.get(r, 0) for r in REASONS}, rows_read, vocab, cuts)
 
@@ -176,13 +185,15 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
 def prepare_context() -> Iterator[None]:
     """Ray Data settings the pipeline relies on, restored afterwards."""
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism)
+    names = ("target_max_block_size", "default_hash_shuffle_parallelism")
+    saved = {n: getattr(ctx, n) for n in names}
     # Whole-user blocks must not be split by size; 200 shuffle partitions is slow on a small cluster.
     ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism = None, 8
     try:
         yield
     finally:
-        ctx.target_max_block_size, ctx.default_hash_shuffle_parallelism = saved
+        for n, v in saved.items():
+            setattr(ctx, n, v)
 
 
 def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, t0: float) -> PreparedDataset:
@@ -190,8 +201,16 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
     catalog_items, _, dup_items = item_table(catalog)
     shaped = validate_and_shape(cfg, source, catalog_items["item_id"].combine_chunks())
     items, attributes, _ = item_table(catalog, shaped.vocab)
-    quarantine_dir = final / "quarantine"
-    check_quarantine(shaped.reasons, shaped.rows_read, cfg.data.validation.max_quarantine_fraction, str(quarantine_dir))
+    # Fail fast on row-level reasons; duplicates are added to the count once their part is written.
+    # A rejected input keeps its quarantine beside the versions, for inspection.
+    rejected = root / "rejected" / version
+    max_fraction = cfg.data.validation.max_quarantine_fraction
+    try:
+        check_quarantine(shaped.reasons, shaped.rows_read, max_fraction, str(rejected))
+    except QuarantineThresholdExceeded:
+        shutil.rmtree(rejected, ignore_errors=True)
+        shaped.quarantine[0].write_parquet(str(rejected))
+        raise
 
     data, split_cfg = cfg.data, cfg.data.split
     kinds = list(data.interaction_events)
@@ -218,6 +237,13 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
             part = part.materialize()
             n_quarantined += part.count()
             part.write_parquet(str(scratch / "quarantine"))
+        shaped.reasons["duplicate_event"] = n_quarantined - sum(v for k, v in shaped.reasons.items() if k != "duplicate_event")
+        try:
+            check_quarantine(shaped.reasons, shaped.rows_read, max_fraction, str(rejected))
+        except QuarantineThresholdExceeded:
+            shutil.rmtree(rejected, ignore_errors=True)
+            shutil.copytree(scratch / "quarantine", rejected)
+            raise
         n_events_out = sum(pq.ParquetFile(f).metadata.num_rows for f in (scratch / "events").rglob("*.parquet"))
         if n_events_out + n_quarantined != shaped.rows_read:
             raise RuntimeError(f"row conservation broken: read {shaped.rows_read}, wrote {n_events_out} + "

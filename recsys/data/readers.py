@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import PurePosixPath
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -57,15 +58,18 @@ def detect_format(files: list[str], configured: str, what: str) -> str:
     return formats.pop()
 
 
-_GROUP_BYTES = 64 << 20  # files are read in groups of about this size: one group → one block
+_MAX_GROUP_BYTES = 64 << 20  # files are read in groups of at most about this size: one group → one block
 
 
-def _group_files(fs: pafs.FileSystem, files: list[str]) -> list[list[str]]:
+def _group_files(fs: pafs.FileSystem, files: list[str], cpus: int) -> list[list[str]]:
+    """Consecutive files in groups: at least ~4 groups per CPU (balance), at most 64 MiB each (memory)."""
+    infos = fs.get_file_info(files)
+    target = max(1 << 20, min(_MAX_GROUP_BYTES, sum(i.size or 0 for i in infos) // (4 * cpus)))
     groups, current, size = [], [], 0
-    for info in fs.get_file_info(files):
+    for info in infos:
         current.append(info.path)
         size += info.size or 0
-        if size >= _GROUP_BYTES:
+        if size >= target:
             groups.append(current)
             current, size = [], 0
     return groups + ([current] if current else [])
@@ -83,8 +87,9 @@ def read_raw_events(path: str, fmt: str = "auto") -> ray.data.Dataset:
         for f in files:
             _check_parquet_columns(fs, f)
     headers = {f: _csv_header(fs, f) for f in files} if fmt == "csv" else {}
-    groups = _group_files(fs, files)
-    blocks = min(len(groups), max(1, int(ray.cluster_resources().get("CPU", 2)) * 2))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 2)))
+    groups = _group_files(fs, files, cpus)
+    blocks = min(len(groups), cpus * 2)
     return ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=blocks).map_batches(
         _read_group, batch_size=1, batch_format="pyarrow", fn_kwargs={"fs": fs, "fmt": fmt, "headers": headers}
     )
@@ -94,14 +99,17 @@ def _read_group(batch: pa.Table, fs: pafs.FileSystem, fmt: str, headers: dict[st
     tables = []
     for path in (p for paths in batch["paths"].to_pylist() for p in paths):
         if fmt == "parquet":
-            present = [c for c in RAW_COLUMNS if c in pq.read_schema(path, filesystem=fs).names]
-            tables.append(_parquet_to_raw(pq.read_table(path, filesystem=fs, columns=present), path))
+            with fs.open_input_file(path) as f:
+                pf = pq.ParquetFile(f)
+                present = [c for c in RAW_COLUMNS if c in pf.schema_arrow.names]
+                tables.append(_parquet_to_raw(pf.read(columns=present), path))
             continue
         with fs.open_input_stream(path) as stream:
             lines = [line for line in stream.read().decode("utf-8", errors="replace").splitlines() if line.strip()]
         tables.append(_parse_jsonl(lines, path) if fmt == "jsonl" else _parse_csv(lines, path, headers[path]))
-    return pa.concat_tables(tables) if tables else pa.table(_empty_raw(0) | {"_record": pa.nulls(0, pa.string()),
-                                                                            "_source": pa.nulls(0, pa.string())})
+    if not tables:
+        return pa.table(_empty_raw(0) | {"_record": pa.nulls(0, pa.string()), "_source": _repeat("", 0)})
+    return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries().combine_chunks()
 
 
 def _check_parquet_columns(fs: pafs.FileSystem, file: str) -> None:
@@ -120,6 +128,11 @@ def _check_parquet_columns(fs: pafs.FileSystem, file: str) -> None:
         raise SchemaError(f"events file {file}: column(s) {', '.join(nested)} hold nested values; expected scalars")
 
 
+def _repeat(path: str, n: int) -> pa.Array:
+    """The file name for every row, dictionary-encoded: 4 bytes a row instead of the whole path."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([path], pa.string()))
+
+
 def _empty_raw(n: int) -> dict[str, pa.Array]:
     return {c: pa.nulls(n, pa.string()) for c in RAW_COLUMNS}
 
@@ -130,7 +143,7 @@ def _parquet_to_raw(table: pa.Table, path: str) -> pa.Table:
         if c in table.column_names:
             cols[c] = table[c]
     cols["_record"] = pa.nulls(table.num_rows, pa.string())
-    cols["_source"] = pa.array([path] * table.num_rows, pa.string())
+    cols["_source"] = _repeat(path, table.num_rows)
     return pa.table(cols)
 
 
@@ -148,7 +161,7 @@ def _rows_to_raw(rows: list[dict | None], lines: list[str], source: str) -> pa.T
             cols[c].append(_as_text(row.get(c)) if row is not None else None)
     table = {c: pa.array(v, pa.string()) for c, v in cols.items()}
     table["_record"] = pa.array([line if row is None else None for row, line in zip(rows, lines, strict=True)], pa.string())
-    table["_source"] = pa.array([source] * len(rows), pa.string())
+    table["_source"] = _repeat(source, len(rows))
     return pa.table(table)
 
 

@@ -29,22 +29,35 @@ def _same_as_previous(col: pa.Array) -> np.ndarray:
     return out
 
 
-def annotate_user_events(block: pa.Table, gap_ms: int, vocab: pa.Array) -> pa.Table:
-    """Sort a block's events by (user, time); add `item` (vocab index, 1-based), `session`, `duplicate`.
+def compact_events(batch: pa.Table, catalog_ids: pa.Array) -> pa.Table:
+    """Canonical rows → the shuffle payload: catalog positions and funnel codes instead of strings.
 
-    `session` counts from 0 per user; a new one starts after more than `gap_ms` of inactivity.
-    `duplicate` marks a repeat of an earlier row with the same user, item, type, time and query.
+    Half the bytes through the hash shuffle, and integer sort keys after it.
     """
-    ts = block["timestamp"]
-    if pa.types.is_timestamp(ts.type):
-        block = block.set_column(block.schema.get_field_index("timestamp"), "timestamp", ts.cast(pa.int64()))
-    block = block.append_column("_order", pc.index_in(block["event_type"], value_set=_EVENT_ORDER))
-    block = block.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("_order", "ascending"),
-                           ("item_id", "ascending"), ("query", "ascending")]).drop_columns(["_order"])
-    block = block.combine_chunks()
+    ts = batch["timestamp"]
+    return pa.table({
+        "user_id": batch["user_id"],
+        "item_c": pc.index_in(batch["item_id"], value_set=catalog_ids).cast(pa.int32()),
+        "kind": pc.index_in(batch["event_type"], value_set=_EVENT_ORDER).cast(pa.int8()),
+        "timestamp": ts.cast(pa.int64()) if pa.types.is_timestamp(ts.type) else ts,
+        "query": batch["query"],
+        "session_id": batch["session_id"],
+    })
+
+
+def annotate_user_events(block: pa.Table, gap_ms: int, catalog_ids: pa.Array, to_vocab: np.ndarray | None = None) -> pa.Table:
+    """Sort a compacted block by (user, time); restore ids; add `item` (vocab index), `session`, `duplicate`.
+
+    `item` is 1-based in the vocabulary: the catalog itself when `to_vocab` is None, else
+    `to_vocab[catalog position]` (0 = not in the vocabulary → null). `session` counts from 0 per
+    user; a new one starts after more than `gap_ms` of inactivity. `duplicate` marks a repeat of an
+    earlier row with the same user, item, type, time and query.
+    """
+    block = block.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("kind", "ascending"),
+                           ("item_c", "ascending"), ("query", "ascending")]).combine_chunks()
     new_user = ~_same_as_previous(block["user_id"].combine_chunks())
     duplicate = ~new_user
-    for c in ("item_id", "event_type", "timestamp", "query"):
+    for c in ("item_c", "kind", "timestamp", "query"):
         duplicate &= _same_as_previous(block[c].combine_chunks())
     t = block["timestamp"].to_numpy()
     gap = np.zeros(len(t), dtype=bool)
@@ -54,10 +67,23 @@ def annotate_user_events(block: pa.Table, gap_ms: int, vocab: pa.Array) -> pa.Ta
     cum = np.cumsum(starts)
     user_first = np.maximum.accumulate(np.where(new_user, np.arange(len(t)), 0))
     session = (cum - cum[user_first]).astype(np.int32)
-    item = pc.add(pc.index_in(block["item_id"], value_set=vocab).cast(pa.int32()), 1)
-    return block.append_column("item", item).append_column("session", pa.array(session)).append_column(
-        "duplicate", pa.array(duplicate)
-    )
+    item_c = block["item_c"].combine_chunks()
+    if to_vocab is None:
+        item = pc.add(item_c, 1)
+    else:
+        mapped = to_vocab[item_c.fill_null(0).to_numpy()]
+        item = pa.array(mapped, pa.int32(), mask=(mapped == 0) | item_c.is_null().to_numpy(zero_copy_only=False))
+    return pa.table({
+        "user_id": block["user_id"],
+        "item_id": catalog_ids.take(item_c),
+        "event_type": _EVENT_ORDER.take(block["kind"]),
+        "timestamp": block["timestamp"],
+        "query": block["query"],
+        "session_id": block["session_id"],
+        "item": item,
+        "session": pa.array(session),
+        "duplicate": pa.array(duplicate),
+    })
 
 
 def interactions_of(annotated: pa.Table, kinds: list[str]) -> pa.Table:

@@ -149,7 +149,8 @@ def validate_events(batch: pa.Table, cfg: dict, item_ids: pa.Array) -> pa.Table:
         full = pa.nulls(n, pa.string())
         out[f"raw_{c}"] = pc.replace_with_mask(full, bad, text) if len(text) else full
     out["_record"] = batch["_record"]
-    out["_source"] = batch["_source"].cast(pa.string())
+    source = batch["_source"].combine_chunks().filter(bad).cast(pa.string())
+    out["_source"] = pc.replace_with_mask(pa.nulls(n, pa.string()), bad, source) if len(source) else pa.nulls(n, pa.string())
     return pa.table(out)
 
 

@@ -115,6 +115,8 @@ def test_too_much_bad_data_fails_with_the_threshold_named(ray_session, messy_log
     with pytest.raises(QuarantineThresholdExceeded, match=r"max_quarantine_fraction=0.0001.*unknown_item: 4 rows"):
         prepare_dataset(cfg)
     assert not any((tmp_path / "datasets").rglob("manifest.json"))  # nothing published
+    rejected = next((tmp_path / "datasets").glob("*/rejected/*"))  # but the bad rows are kept to look at
+    assert pq.read_table(rejected)["reason"].to_pylist().count("unknown_item") == 4
 
 
 def test_missing_column_names_the_file_and_column(ray_session, tmp_path):

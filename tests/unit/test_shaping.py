@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys.data.examples import ctr_examples, search_pairs
-from recsys.data.shaping import annotate_user_events, build_sequences
+from recsys.data.shaping import annotate_user_events, build_sequences, compact_events
 from recsys.data.splits import leave_one_out, time_cut
 
 VOCAB = pa.array(["a", "b", "c", "d"])  # indices 1..4
@@ -21,8 +21,8 @@ def events(rows):
     })
 
 
-def annotate(rows, gap_minutes=30):
-    return annotate_user_events(events(rows), gap_minutes * MIN, VOCAB)
+def annotate(rows, gap_minutes=30, to_vocab=None):
+    return annotate_user_events(compact_events(events(rows), VOCAB), gap_minutes * MIN, VOCAB, to_vocab)
 
 
 def test_duplicates_marked_and_sessions_split_by_inactivity():
@@ -34,6 +34,9 @@ def test_duplicates_marked_and_sessions_split_by_inactivity():
     assert out["duplicate"].to_pylist() == [False, True, False, False, False, False]
     assert out["session"].to_pylist() == [0, 0, 0, 1, 0, 0]
     assert out["item"].to_pylist() == [1, 1, 2, 3, 1, None]
+    # A vocabulary smaller than the catalog (the time split's): b → 1, the rest unknown.
+    smaller = annotate([("u1", "a", "click", 0), ("u1", "b", "click", 1)], to_vocab=np.array([0, 1, 0, 0], np.int32))
+    assert smaller["item"].to_pylist() == [None, 1] and smaller["item_id"].to_pylist() == ["a", "b"]
 
 
 def test_sequences_are_time_ordered_deduplicated_and_collapsed():
