@@ -42,9 +42,11 @@ class PreparedDataset:
     def num_attributes(self) -> int:
         return self.manifest["vocab"]["num_attributes"]
 
+    PARTS = ("train", "valid", "test", "sequences", "events", "quarantine", "examples/ctr", "examples/search")
+
     def split_dir(self, split: str) -> str:
-        if split not in ("train", "valid", "test", "sequences"):
-            raise ValueError(f"unknown split {split!r}; use train, valid, test or sequences")
+        if split not in self.PARTS:
+            raise ValueError(f"unknown part {split!r}; use one of {', '.join(self.PARTS)}")
         return str(self.path / split)
 
     def read_split(self, split: str) -> pd.DataFrame:

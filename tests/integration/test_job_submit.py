@@ -30,7 +30,11 @@ def head_node():
     proc = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2",
          "--include-dashboard=true", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+         f"--temp-dir={temp_dir}", "--disable-usage-stats",
+         # Own agent ports: the session's Ray (other integration tests) holds the defaults, and an agent
+         # that cannot bind leaves the head without a job agent ("No available agent to submit job").
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -61,7 +65,7 @@ def test_prepare_stage_via_ray_job_submit(head_node, tmp_path):
         "--set", "data.source=synthetic", "--set", f"artifacts.root={root}",
         "--set", "data.synthetic.num_users=200", "--set", "data.synthetic.num_items=50",
     ]
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 120
     while True:
         done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         out = done.stdout + done.stderr
