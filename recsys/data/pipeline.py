@@ -282,7 +282,7 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
                 "quarantined": n_quarantined,
                 "duplicate_catalog_items": dup_items,
                 "users": n_users,
-                "users_too_short_for_eval": n_users - counts["test"],
+                "users_not_in_test": n_users - counts["test"],  # too short (leave_one_out) or no step after the cut (time)
                 **{f"{k}_rows": v for k, v in counts.items() if isinstance(v, int)},
                 **{k: v for k, v in counts.items() if isinstance(v, dict)},
             },

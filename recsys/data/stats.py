@@ -122,13 +122,24 @@ def write_plots(stats: dict, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     days = sorted({d for c in data["per_day"].values() for d in c})
-    x = np.array(days, dtype="datetime64[D]")
-    for kind, counter in sorted(data["per_day"].items(), key=lambda kv: -sum(kv[1].values())):
-        ax.plot(x, [counter.get(d, 0) for d in days], label=kind, linewidth=1)
-    ax.set_yscale("log")
-    ax.set(title=f"Events per day by type — {name}", xlabel="day (UTC)", ylabel="events (log)")
-    ax.legend(fontsize=8, ncol=3)
-    fig.autofmt_xdate()
+    kinds = sorted(data["per_day"].items(), key=lambda kv: -sum(kv[1].values()))
+    if len(days) <= 2:
+        # A source without real time (Beauty keeps order only): a line over one day would be invisible.
+        totals = [sum(c.values()) for _, c in kinds]
+        ax.bar([k for k, _ in kinds], totals, color="#55a868")
+        ax.set_yscale("log")
+        ax.set(title=f"Events by type — all on {', '.join(days)}: the source has order, not real time\n{name}",
+               ylabel="events (log)")
+        for i, v in enumerate(totals):
+            ax.annotate(f"{v:,}", (i, v), ha="center", va="bottom", fontsize=9)
+    else:
+        x = np.array(days, dtype="datetime64[D]")
+        for kind, counter in kinds:
+            ax.plot(x, [counter.get(d, 0) for d in days], label=kind, linewidth=1, marker="." if len(days) < 40 else None)
+        ax.set_yscale("log")
+        ax.set(title=f"Events per day by type — {name}", xlabel="day (UTC)", ylabel="events (log)")
+        ax.legend(fontsize=8, ncol=3)
+        fig.autofmt_xdate()
     paths.append(_save(fig, out / "events_per_day.png"))
     return paths
 
@@ -148,7 +159,7 @@ def format_stats(stats: dict) -> str:
         f"dataset        {stats['dataset']}",
         f"events         {c['events_read']:,} read, {c['events_valid']:,} valid, {c['quarantined']:,} quarantined",
         f"quarantine     {json.dumps(stats['quarantine']) if stats['quarantine'] else 'none'}",
-        f"users          {c['users']:,} ({c['users_too_short_for_eval']:,} too short to evaluate)",
+        f"users          {c['users']:,} ({c['users_not_in_test']:,} not in the test split)",
         f"items          {stats['vocab']['num_items']:,} in the vocabulary ({stats['vocab'].get('source', 'catalog')}), "
         f"{stats['popularity']['items_never_trained_on']:,} never in training",
         f"attributes     {stats['vocab']['num_attributes']:,}",
