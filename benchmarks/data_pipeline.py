@@ -39,7 +39,7 @@ def shop_config(events: int, artifacts: Path):
 def run_ray(cfg, source, cpus: int, repeats: int) -> tuple[list[float], pa.Table, int]:
     import ray
 
-    from recsys.data.catalog import item_table
+    from recsys.data.catalog import unique_catalog
     from recsys.data.pipeline import prepare_context, validate_and_shape
     from recsys.data.readers import read_catalog
     from recsys.data.shaping import build_sequences
@@ -54,7 +54,7 @@ def run_ray(cfg, source, cpus: int, repeats: int) -> tuple[list[float], pa.Table
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                items, _, _ = item_table(read_catalog(source.catalog_path))
+                items, _ = unique_catalog(read_catalog(source.catalog_path))
                 # One output here, so the annotated events stay lazy and fuse with the sequence building.
                 shaped = validate_and_shape(cfg, source, items["item_id"].combine_chunks(), materialize=False)
                 seqs = shaped.annotated.map_batches(

@@ -9,12 +9,8 @@ import pyarrow.compute as pc
 from recsys.data.schema import CATALOG_SCHEMA, check_columns
 
 
-def item_table(catalog: pa.Table, vocab: pa.Array | None = None) -> tuple[pa.Table, pa.Table, int]:
-    """(items, attributes, duplicate catalog rows dropped).
-
-    Items are sorted by id and numbered from 1; with `vocab` (sorted ids) only those items are kept,
-    so index i+1 is vocab[i]. Category and brand become attributes beside the listed ones.
-    """
+def unique_catalog(catalog: pa.Table) -> tuple[pa.Table, int]:
+    """Catalog rows sorted by item id, the first row of each id kept; and how many rows were dropped."""
     check_columns(catalog.schema, CATALOG_SCHEMA, "catalog")
     n_rows = catalog.num_rows
     catalog = catalog.filter(pc.is_valid(catalog["item_id"])).sort_by("item_id")
@@ -23,7 +19,15 @@ def item_table(catalog: pa.Table, vocab: pa.Array | None = None) -> tuple[pa.Tab
     if len(ids) > 1:
         first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
     catalog = catalog.filter(pa.array(first))
-    dropped = n_rows - catalog.num_rows
+    return catalog, n_rows - catalog.num_rows
+
+
+def item_table(catalog: pa.Table, vocab: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
+    """(items, attributes) from a `unique_catalog`.
+
+    Items are numbered from 1 in id order; with `vocab` (sorted ids) only those items are kept, so
+    index i+1 is vocab[i]. Category and brand become attributes beside the listed ones.
+    """
     if vocab is not None:
         catalog = catalog.filter(pc.is_in(catalog["item_id"], value_set=vocab))
         if catalog.num_rows != len(vocab):
@@ -43,4 +47,4 @@ def item_table(catalog: pa.Table, vocab: pa.Array | None = None) -> tuple[pa.Tab
         "attribute_indices", pa.array([[attr_index[a] for a in attrs] for attrs in item_attrs], pa.list_(pa.int32()))
     )
     attributes = pa.table({"attribute_index": pa.array(np.arange(1, len(names) + 1), pa.int32()), "attribute": names})
-    return items, attributes, dropped
+    return items, attributes

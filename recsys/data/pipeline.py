@@ -30,7 +30,7 @@ import ray
 
 from recsys.artifacts import atomic_folder, point_latest
 from recsys.config import RecsysConfig
-from recsys.data.catalog import item_table
+from recsys.data.catalog import item_table, unique_catalog
 from recsys.data.dataset import PreparedDataset
 from recsys.data.examples import ctr_examples, search_pairs
 from recsys.data.readers import read_catalog, read_raw_events
@@ -64,7 +64,7 @@ class ShapedEvents:
 
 
 def _reason_counts(batch: pa.Table) -> dict:
-    counts = Counter(r for r in batch["reason"].to_pylist() if r is not None) if "reason" in batch.column_names else Counter()
+    counts = Counter(r for r in batch["reason"].to_pylist() if r is not None)
     return {"counts": [json.dumps(counts)], "rows": [batch.num_rows]}
 
 
@@ -124,19 +124,15 @@ def validate_and_shape(cfg: RecsysConfig, source: SourceFiles, catalog_ids: pa.A
     good = validated.map_batches(good_rows, batch_format="pyarrow", batch_size=None)
     bad = validated.map_batches(quarantined_rows, batch_format="pyarrow", batch_size=None)
 
-    kinds = list(cfg.data.interaction_events)
+    cuts, vocab, to_vocab = (0, 0), catalog_ids, None
     if cfg.data.split.mode == "time":
         cuts = _time_cuts(cfg, good)
-        vocab = _train_vocab(good, kinds, cuts[0])
+        vocab = _train_vocab(good, list(cfg.data.interaction_events), cuts[0])
         vocab = vocab.take(pc.sort_indices(vocab))
-    else:
-        cuts = (0, 0)
-        vocab = catalog_ids
+        # catalog position → 1-based vocabulary index (0: not in it)
+        to_vocab = pc.add(pc.fill_null(pc.index_in(catalog_ids, value_set=vocab), -1), 1).to_numpy().astype(np.int32)
 
     partitions = max(4, math.ceil(rows_read / _ROWS_PER_PARTITION))
-    to_vocab = None
-    if cfg.data.split.mode == "time":  # catalog position → 1-based vocabulary index (0: not in it)
-        to_vocab = pc.add(pc.fill_null(pc.index_in(catalog_ids, value_set=vocab), -1), 1).to_numpy().astype(np.int32)
     annotated = (
         good.map_batches(compact_events, batch_format="pyarrow", batch_size=None, fn_kwargs={"catalog_ids": catalog_ids})
         .repartition(partitions, keys=["user_id"])
@@ -197,10 +193,9 @@ def prepare_context() -> Iterator[None]:
 
 
 def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, t0: float) -> PreparedDataset:
-    catalog = read_catalog(source.catalog_path, "auto" if source.kind != "files" else source.format)
-    catalog_items, _, dup_items = item_table(catalog)
-    shaped = validate_and_shape(cfg, source, catalog_items["item_id"].combine_chunks())
-    items, attributes, _ = item_table(catalog, shaped.vocab)
+    catalog, dup_items = unique_catalog(read_catalog(source.catalog_path, "auto" if source.kind != "files" else source.format))
+    shaped = validate_and_shape(cfg, source, catalog["item_id"].combine_chunks())
+    items, attributes = item_table(catalog, shaped.vocab)
     # Fail fast on row-level reasons; duplicates are added to the count once their part is written.
     # A rejected input keeps its quarantine beside the versions, for inspection.
     rejected = root / "rejected" / version

@@ -20,6 +20,8 @@ _NO_CUT = np.iinfo(np.int64).max
 
 
 def _hist(rows: list[list[int]], max_len: int) -> pa.Array:
+    """The most recent `max_len` items. Training rows keep max_len + 1: next-item training turns
+    them into max_len inputs, each with its target."""
     return pa.array([r[-max_len:] for r in rows], pa.list_(pa.int32()))
 
 
@@ -28,7 +30,7 @@ def leave_one_out(batch: pa.Table, split: str, min_len: int, max_len: int) -> pa
     rows = [(u, s) for u, s in zip(batch["user_id"].to_pylist(), batch["items"].to_pylist(), strict=True) if len(s) >= min_len]
     users = pa.array([u for u, _ in rows], pa.string())
     if split == "train":
-        return pa.table({"user_id": users, "items": _hist([s[:-2] for _, s in rows], max_len)})
+        return pa.table({"user_id": users, "items": _hist([s[:-2] for _, s in rows], max_len + 1)})
     cut = 2 if split == "valid" else 1
     return pa.table({"user_id": users, "history": _hist([s[:-cut] for _, s in rows], max_len),
                      "target": pa.array([s[-cut] for _, s in rows], pa.int32())})
@@ -54,7 +56,7 @@ def time_cut(batch: pa.Table, split: str, valid_cut: int, test_cut: int, max_len
             out_target.append(target)
     table = {"user_id": pa.array(users, pa.string())}
     if split == "train":
-        return pa.table({**table, "items": _hist(out_hist, max_len)})
+        return pa.table({**table, "items": _hist(out_hist, max_len + 1)})
     return pa.table({**table, "history": _hist(out_hist, max_len), "target": pa.array(out_target, pa.int32())})
 
 

@@ -143,7 +143,8 @@ def test_time_split_leaks_nothing(ray_session, tmp_path):
         assert len(part) > 0, name
         for _, row in part.iterrows():
             items, stamps = list(seqs.loc[row["user_id"], "items"]), list(seqs.loc[row["user_id"], "timestamps"])
-            before = [i for i, t in zip(items, stamps, strict=True) if t < cut][-cfg.data.max_seq_len:]
+            keep = cfg.data.max_seq_len + (name == "train")  # training rows keep one more (next-item targets)
+            before = [i for i, t in zip(items, stamps, strict=True) if t < cut][-keep:]
             assert list(row["items" if name == "train" else "history"]) == before  # only the past, all of it
             if name != "train":
                 end = tcut if name == "valid" else float("inf")

@@ -40,7 +40,7 @@ def test_sequences_and_leave_one_out_splits(tiny_run):
         assert int(row["target"]) == full[-1] and list(row["history"]) == full[:-1][-n:]
         assert int(valid.loc[user, "target"]) == full[-2] and list(valid.loc[user, "history"]) == full[:-2][-n:]
         # Leak-free: training sees neither evaluation target at its position.
-        assert list(train.loc[user, "items"]) == full[:-2][-n:]
+        assert list(train.loc[user, "items"]) == full[:-2][-(n + 1):]
 
 
 def test_popularity_counts_only_training_histories(tiny_run):

@@ -53,7 +53,7 @@ def test_leave_one_out_keeps_targets_out_of_training():
     train = leave_one_out(seqs, "train", min_len=3, max_len=2).to_pylist()
     valid = leave_one_out(seqs, "valid", min_len=3, max_len=10).to_pylist()
     test = leave_one_out(seqs, "test", min_len=3, max_len=10).to_pylist()
-    assert train == [{"user_id": "u1", "items": [2, 3]}]  # items[:-2], most recent max_len
+    assert train == [{"user_id": "u1", "items": [1, 2, 3]}]  # items[:-2], the most recent max_len + 1
     assert valid == [{"user_id": "u1", "history": [1, 2, 3], "target": 4}]
     assert test == [{"user_id": "u1", "history": [1, 2, 3, 4], "target": 1}]
 
@@ -65,6 +65,7 @@ def test_time_split_uses_only_events_before_each_cut():
         "timestamps": pa.array([[10, 20, 30, 40], [5, 36, 45]], pa.list_(pa.int64())),
     })
     kw = {"valid_cut": 25, "test_cut": 35, "max_len": 10}
+    assert time_cut(seqs, "train", **{**kw, "max_len": 1}).to_pylist() == [{"user_id": "u1", "items": [1, 2]}]
     assert time_cut(seqs, "train", **kw).to_pylist() == [{"user_id": "u1", "items": [1, 2]}]
     assert time_cut(seqs, "valid", **kw).to_pylist() == [{"user_id": "u1", "history": [1, 2], "target": 3}]
     assert time_cut(seqs, "test", **kw).to_pylist() == [
