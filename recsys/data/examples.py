@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 from recsys.data.shaping import build_sequences
 from recsys.data.splits import split_of, user_cuts
 
+CLICK_WINDOW_MS = 10 * 60_000  # a click counts for an impression only if it comes this soon after
+
 CTR_SCHEMA = pa.schema([
     ("user_id", pa.string()), ("candidate", pa.int32()), ("label", pa.int8()), ("history_len", pa.int32()),
     ("hour", pa.int8()), ("weekday", pa.int8()), ("session_position", pa.int32()), ("timestamp", pa.int64()),
@@ -37,7 +39,8 @@ def _history_len(seqs: pa.Table, rows: np.ndarray, ts: np.ndarray) -> np.ndarray
     if len(rows) == 0 or len(flat) == 0:
         return np.zeros(len(rows), np.int32)
     # Pack (row, time since the block's first event) into one sorted int64 key: rows are ascending and
-    # times ascending within a row, so one searchsorted answers every user at once.
+    # times ascending within a row, so one searchsorted answers every user at once (40 bits of
+    # milliseconds: a block may span 34 years).
     base = min(int(flat.min()), int(ts.min()))
     flat_rows = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
     keys = (flat_rows << 40) | (flat - base)
@@ -45,7 +48,7 @@ def _history_len(seqs: pa.Table, rows: np.ndarray, ts: np.ndarray) -> np.ndarray
     return (np.searchsorted(keys, queries, side="left") - offsets[rows]).astype(np.int32)
 
 
-def _prepare(annotated: pa.Table, kinds: list[str], collapse_repeats: bool, mode: str, min_len: int,
+def _sequences_and_cuts(annotated: pa.Table, kinds: list[str], collapse_repeats: bool, mode: str, min_len: int,
              valid_cut: int, test_cut: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     seqs = build_sequences(annotated, kinds, collapse_repeats)
     vcut, tcut = user_cuts(seqs, mode, min_len, valid_cut, test_cut)
@@ -57,9 +60,6 @@ def _rows_for(events: pa.Table, seqs: pa.Table) -> tuple[pa.Table, np.ndarray]:
     idx = pc.index_in(events["user_id"], value_set=seqs["user_id"].combine_chunks())
     events = events.filter(pc.is_valid(idx))
     return events, pc.drop_null(idx).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-CLICK_WINDOW_MS = 10 * 60_000  # a click counts for an impression only if it comes this soon after
 
 
 def _next_click(annotated: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +86,7 @@ def ctr_examples(annotated: pa.Table, kinds: list[str], collapse_repeats: bool, 
                  valid_cut: int, test_cut: int) -> pa.Table:
     """One row per impression of a known item. Label 1 when the user's next click in the same session,
     within CLICK_WINDOW_MS, is on that item (the list the user saw, then what they picked from it)."""
-    seqs, vcut, tcut = _prepare(annotated, kinds, collapse_repeats, mode, min_len, valid_cut, test_cut)
+    seqs, vcut, tcut = _sequences_and_cuts(annotated, kinds, collapse_repeats, mode, min_len, valid_cut, test_cut)
     live = pc.and_(pc.invert(annotated["duplicate"]), pc.is_valid(annotated["item"]))
     is_imp = pc.and_(live, pc.equal(annotated["event_type"], "impression")).to_numpy(zero_copy_only=False)
     imp_rows = np.flatnonzero(is_imp)
@@ -135,7 +135,7 @@ def _session_position(imps: pa.Table) -> pa.Array:
 def search_pairs(annotated: pa.Table, kinds: list[str], collapse_repeats: bool, mode: str, min_len: int,
                  valid_cut: int, test_cut: int) -> pa.Table:
     """(query, first item clicked after it in the same session); `purchased` when that item was bought there."""
-    seqs, vcut, tcut = _prepare(annotated, kinds, collapse_repeats, mode, min_len, valid_cut, test_cut)
+    seqs, vcut, tcut = _sequences_and_cuts(annotated, kinds, collapse_repeats, mode, min_len, valid_cut, test_cut)
     live = pc.invert(annotated["duplicate"]).to_numpy(zero_copy_only=False)
     is_search = live & pc.equal(annotated["event_type"], "search").to_numpy(zero_copy_only=False)
     searches = np.flatnonzero(is_search)
