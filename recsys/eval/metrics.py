@@ -1,4 +1,4 @@
-"""Ranking metrics over full-catalog scores."""
+"""Ranking metrics over full-catalog scores (HR, NDCG, MRR) and CTR metrics (AUC, GAUC, log-loss)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,44 @@ def hit_and_ndcg(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
         out[f"ndcg@{k}"] = float((hit / np.log2(ranks + 2.0)).mean())
     out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return out
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC = P(score of a random positive > score of a random negative), ties counting one half.
+
+    Computed from average ranks (Mann-Whitney U), so it is exact with ties. NaN when one class is absent.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    # Average 1-based rank within each group of equal scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + 1 + e) / 2
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """Group AUC: per-user AUC weighted by the user's impressions; users with one class only are skipped."""
+    labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
+    total, weight = 0.0, 0
+    for g in np.unique(groups):
+        sel = groups == g
+        value = auc(labels[sel], scores[sel])
+        if not np.isnan(value):
+            total += value * sel.sum()
+            weight += int(sel.sum())
+    return total / weight if weight else float("nan")
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy -y log p - (1-y) log(1-p), with p clipped to [eps, 1-eps]."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())

@@ -30,3 +30,28 @@ def test_hit_and_ndcg_values():
     assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(6)) / 3)
     assert m["hr@10"] == pytest.approx(2 / 3)
     assert m["mrr"] == pytest.approx((1 + 1 / 5 + 1 / 31) / 3)
+
+
+def test_auc_hand_computed_with_ties():
+    from recsys.eval.metrics import auc
+
+    # positives 0.8, 0.4; negatives 0.4, 0.1: pairs (0.8>0.4, 0.8>0.1, 0.4=0.4 → ½, 0.4>0.1) = 3.5 / 4
+    assert auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+    assert auc([1, 0], [0.2, 0.9]) == 0.0 and auc([1, 0], [0.5, 0.5]) == 0.5
+    assert math.isnan(auc([1, 1], [0.1, 0.2]))
+
+
+def test_gauc_weights_users_by_impressions_and_skips_one_class_users():
+    from recsys.eval.metrics import gauc
+
+    labels = [1, 0, 0, 1, 0, 1, 1]
+    scores = [0.9, 0.1, 0.2, 0.3, 0.5, 0.4, 0.6]
+    users = ["a", "a", "a", "b", "b", "c", "c"]  # a: AUC 1 (3 rows), b: AUC 0 (2 rows), c: one class
+    assert gauc(labels, scores, users) == pytest.approx((1.0 * 3 + 0.0 * 2) / 5)
+
+
+def test_log_loss_matches_the_formula_and_clips():
+    from recsys.eval.metrics import log_loss
+
+    assert log_loss([1, 0], [0.8, 0.25]) == pytest.approx(-(math.log(0.8) + math.log(0.75)) / 2)
+    assert log_loss([1], [0.0]) == pytest.approx(-math.log(1e-7))
