@@ -6,12 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.data.schema import CATALOG_SCHEMA, check_columns
-
 
 def unique_catalog(catalog: pa.Table) -> tuple[pa.Table, int]:
-    """Catalog rows sorted by item id, the first row of each id kept; and how many rows were dropped."""
-    check_columns(catalog.schema, CATALOG_SCHEMA, "catalog")
+    """Catalog rows (as `read_catalog` returns them) sorted by item id, the first row of each id kept;
+    and how many rows were dropped."""
     n_rows = catalog.num_rows
     catalog = catalog.filter(pc.is_valid(catalog["item_id"])).sort_by("item_id")
     ids = catalog["item_id"].combine_chunks()

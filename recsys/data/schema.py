@@ -38,32 +38,3 @@ CATALOG_SCHEMA = pa.schema(
 
 class SchemaError(ValueError):
     """Input data does not have the canonical columns or types."""
-
-
-def check_columns(schema: pa.Schema, expected: pa.Schema, what: str) -> None:
-    """Fail with the missing/mistyped columns named, before any work is done."""
-    problems = []
-    for field in expected:
-        if field.name not in schema.names:
-            if not field.nullable:
-                problems.append(f"missing required column '{field.name}' ({field.type})")
-            continue
-        got = schema.field(field.name).type
-        if not _compatible(got, field.type):
-            problems.append(f"column '{field.name}' has type {got}, expected {field.type}")
-    if problems:
-        raise SchemaError(f"{what}: " + "; ".join(problems) + ". See recsys/data/schema.py for the canonical schema.")
-
-
-def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
-    if got == want:
-        return True
-    if pa.types.is_timestamp(want):
-        return pa.types.is_timestamp(got)
-    if pa.types.is_string(want):
-        return pa.types.is_string(got) or pa.types.is_large_string(got)
-    if pa.types.is_floating(want):
-        return pa.types.is_floating(got) or pa.types.is_integer(got)
-    if pa.types.is_list(want):
-        return (pa.types.is_list(got) or pa.types.is_large_list(got)) and _compatible(got.value_type, want.value_type)
-    return False

@@ -67,6 +67,13 @@ def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
 
 
+def _blank(col: pa.Array) -> pa.Array:
+    """Null, or empty text. Only text columns are trimmed: a timestamp column is never turned into text."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True)
+    return pc.is_null(col)
+
+
 def parse_timestamps(col: pa.ChunkedArray | pa.Array, unit: str) -> pa.Array:
     """Timestamps of any input type → int64 UTC milliseconds; null where unparsable."""
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
@@ -117,7 +124,7 @@ def validate_events(batch: pa.Table, cfg: dict, item_ids: pa.Array) -> pa.Table:
         ("malformed_record", malformed),
         ("missing_user_id", pc.is_null(user)),
         ("missing_event_type", pc.is_null(kind)),
-        ("missing_timestamp", pc.is_null(_text(raw_ts))),
+        ("missing_timestamp", _blank(raw_ts)),
         ("bad_timestamp", pc.is_null(ts)),
         ("unknown_event_type", pc.invert(pc.is_in(kind, value_set=pa.array(EVENT_TYPES)))),
         ("bad_user_id", pc.invert(id_ok(user))),
