@@ -39,7 +39,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
         if stage == "prepare":
             ds = stages.prepare(cfg)
             print(json.dumps({"dataset": str(ds.path), "counts": ds.manifest["counts"], "vocab": ds.manifest["vocab"]}, indent=2))
-        elif stage in ("pretrain", "finetune"):
+        elif stage in ("pretrain", "finetune", "ctr"):
             result = getattr(stages, stage)(cfg)
             if result is None:
                 print(f"{stage} is disabled in the config ({stage}.enabled: false)")

@@ -148,18 +148,49 @@ class ModelConfig(_Section):
 
 
 class StageConfig(_Section):
-    """One training stage (pretrain or finetune) under Ray Train + DeepSpeed."""
+    """One training stage (pretrain, finetune or ctr) under Ray Train + DeepSpeed."""
 
     enabled: bool = True
-    epochs: int = Field(10, ge=1, le=10_000)
+    epochs: int = Field(10, ge=1, le=10_000, description="most epochs; early stopping may end sooner")
     batch_size: int = Field(128, ge=1, description="per-worker micro-batch (sequences)")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0, le=1.0)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, le=1.0, description="peak learning rate")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="cosine: linear warm-up to lr, then cosine decay to min_lr_ratio × lr at the last step"
+    )
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="share of optimizer steps spent warming up")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a share of lr (cosine)")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage (0 = plain data parallel)")
     mask_prob: float = Field(0.2, gt=0, lt=1, description="masked-item probability (pretrain only)")
+    attribute_loss_weight: float = Field(
+        0.0, ge=0.0, description="pretrain: weight of masked-attribute prediction beside masked items (0 = off)"
+    )
+    loss: Literal["full_softmax", "sampled_softmax"] = Field(
+        "full_softmax",
+        description="finetune: full softmax over the catalog, or sampled softmax with log-Q correction for catalogs "
+        "too large to score in full each step",
+    )
+    num_negatives: int = Field(1024, ge=1, description="sampled_softmax: negatives per step, shared by the batch")
+    negative_sampling_power: float = Field(
+        0.75, ge=0.0, le=1.0, description="sampled_softmax: negatives drawn ∝ train_count^power (0 = uniform)"
+    )
+    select_best: bool = Field(
+        True,
+        description="finetune/ctr: score the valid split after every epoch (NDCG@10 / AUC) and export the best "
+        "epoch's model, not the last",
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="finetune/ctr: stop after this many epochs without a better valid score (0 = never)"
+    )
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _patience_needs_validation(self) -> StageConfig:
+        if self.early_stopping_patience and not self.select_best:
+            raise ValueError("early_stopping_patience needs select_best: true (the valid score it watches)")
+        return self
 
 
 class EvalConfig(_Section):
@@ -167,7 +198,13 @@ class EvalConfig(_Section):
     split: Literal["valid", "test"] = "test"
     # S3-Rec's full-sort evaluation drops the user's own history items from the ranking.
     exclude_history: bool = True
+    sampled_negatives: int | None = Field(
+        None, ge=1,
+        description="rank the target against this many popularity-sampled negatives instead of the full catalog "
+        "(labelled 'sampled' in every report; not comparable with full-ranking numbers)",
+    )
     batch_size: int = Field(512, ge=1)
+    seed: int = 0
 
     @model_validator(mode="after")
     def _positive_ks(self) -> EvalConfig:
@@ -228,6 +265,8 @@ class RecsysConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: StageConfig = Field(default_factory=lambda: StageConfig(epochs=5))
     finetune: StageConfig = Field(default_factory=StageConfig)
+    # CTR ranking head on impressions with click labels (examples/ctr); off unless the data has impressions.
+    ctr: StageConfig = Field(default_factory=lambda: StageConfig(enabled=False, epochs=3, lr=5e-4))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -15,7 +15,7 @@ from recsys.data.dataset import PreparedDataset
 from recsys.data.sources import dataset_root
 
 # The pipeline's stages, in order; each has an entrypoint ray_jobs/<script>.py.
-PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "evaluate")
+PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "ctr", "evaluate")
 
 
 def prepare(cfg: RecsysConfig) -> PreparedDataset:
@@ -58,6 +58,25 @@ def finetune(cfg: RecsysConfig, dataset: PreparedDataset | None = None, init_fro
     return run_stage(cfg, "finetune", dataset, init_from=init_from)
 
 
+def ctr(cfg: RecsysConfig, dataset: PreparedDataset | None = None, init_from: Path | None = None):
+    """The CTR ranking stage: BCE on impressions, starting from the latest fine-tuned retrieval model."""
+    from recsys.train.trainer import run_stage
+
+    if not cfg.ctr.enabled:
+        return None
+    init_from = init_from or latest_finetuned(cfg)
+    trained_on = Path(json.loads((init_from / "recsys.json").read_text())["dataset_path"])
+    dataset = dataset or PreparedDataset(trained_on)
+    return run_stage(cfg, "ctr", dataset, init_from=init_from)
+
+
+def latest_ctr(cfg: RecsysConfig) -> Path | None:
+    """The latest CTR export, or None when the ctr stage is off."""
+    if not cfg.ctr.enabled:
+        return None
+    return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "ctr"), "CTR model", "ctr")
+
+
 def latest_finetuned(cfg: RecsysConfig) -> Path:
     return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model", "finetune")
 
@@ -67,4 +86,4 @@ def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:
 
     model_path = model_path or latest_finetuned(cfg)
     dataset = PreparedDataset(json.loads((model_path / "recsys.json").read_text())["dataset_path"])
-    return run_evaluation(cfg, model_path, dataset)
+    return run_evaluation(cfg, model_path, dataset, ctr_model_path=latest_ctr(cfg))

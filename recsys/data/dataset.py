@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.artifacts import latest_version
@@ -66,3 +67,29 @@ class PreparedDataset:
             attrs = attrs[:max_attributes]
             out[idx, : len(attrs)] = attrs
         return out
+
+    def ctr_rows(self, split: str) -> pa.Table:
+        """CTR impressions of one split with the user's history at impression time:
+        history (item indices before the impression), candidate, hour, weekday, session_position,
+        label, user (an int code for GAUC). Raises when the data has no impressions."""
+        ex = pq.read_table(self.split_dir("examples/ctr"), filters=[("split", "=", split)])
+        if ex.num_rows == 0:
+            raise ValueError(
+                f"{self.path} has no CTR impressions in split {split!r} (examples/ctr); the ctr stage needs logs "
+                "with impression events (the synthetic shop has them, Amazon Beauty does not): set ctr.enabled: false"
+            )
+        seqs = pq.read_table(self.split_dir("sequences"), columns=["user_id", "items"]).to_pydict()
+        by_user = dict(zip(seqs["user_id"], seqs["items"], strict=True))
+        users = ex["user_id"].to_pylist()
+        lens = ex["history_len"].to_numpy()
+        history = [by_user[u][:n] for u, n in zip(users, lens, strict=True)]
+        codes = {u: i for i, u in enumerate(dict.fromkeys(users))}
+        return pa.table({
+            "history": pa.array(history, pa.list_(pa.int64())),
+            "candidate": ex["candidate"].cast(pa.int64()),
+            "hour": ex["hour"].cast(pa.int64()),
+            "weekday": ex["weekday"].cast(pa.int64()),
+            "session_position": ex["session_position"].cast(pa.int64()),
+            "label": ex["label"].cast(pa.int64()),
+            "user": pa.array([codes[u] for u in users], pa.int64()),
+        })

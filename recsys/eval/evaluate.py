@@ -18,35 +18,77 @@ BEAUTY_ANCHORS = {
     "PopRec": {"hr@5": 0.0080, "ndcg@5": 0.0044, "hr@10": 0.0152, "ndcg@10": 0.0068, "hr@20": 0.0217, "ndcg@20": 0.0084},
     "SASRec": {"hr@5": 0.0387, "ndcg@5": 0.0249, "hr@10": 0.0605, "ndcg@10": 0.0318, "hr@20": 0.0902, "ndcg@20": 0.0394},
     "S3-Rec": {"hr@5": 0.0387, "ndcg@5": 0.0244, "hr@10": 0.0647, "ndcg@10": 0.0327, "hr@20": 0.0994, "ndcg@20": 0.0414},
+    # TIGER (NeurIPS 2023) reports Recall@K, which equals HR@K with one target per user.
+    "TIGER": {"hr@5": 0.0454, "ndcg@5": 0.0321, "hr@10": 0.0648, "ndcg@10": 0.0384},
+    "SASRec, full CE (well tuned)": {"hr@10": 0.085, "ndcg@10": 0.043},
+    "BSARec (best reported)": {"hr@5": 0.0736, "ndcg@5": 0.0523, "hr@10": 0.1008, "ndcg@10": 0.0611, "hr@20": 0.1373,
+                               "ndcg@20": 0.0703},
 }
 
 
 def protocol(eval_cfg: EvalConfig) -> dict:
+    sampled = eval_cfg.sampled_negatives
     return {
         "split": eval_cfg.split,
         "protocol": "leave-one-out",
-        "ranking": "full (all items, no sampled negatives)",
+        "ranking": f"sampled ({sampled} popularity-sampled negatives per user; NOT comparable with full ranking)"
+        if sampled
+        else "full (all items, no sampled negatives)",
         "exclude_history": eval_cfg.exclude_history,
         "note": "history items other than the target are removed from the ranking (S3-Rec full-sort)"
         if eval_cfg.exclude_history
-        else "history items stay in the ranking",
+        else "history items stay in the ranking (labelled: not the S3-Rec protocol)",
     }
 
 
-def _rank_all(score_fn, split, eval_cfg: EvalConfig) -> np.ndarray:
+def sample_negatives(
+    pop: np.ndarray, histories: list, targets: np.ndarray, n: int, exclude_history: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """(B, n) item indices drawn ∝ train popularity, never the target (nor, with exclude_history, a history item)."""
+    p = np.where(np.isfinite(pop), pop + 1.0, 0.0)
+    p /= p.sum()
+    out = np.empty((len(targets), n), dtype=np.int64)
+    for row, (hist, target) in enumerate(zip(histories, targets, strict=True)):
+        banned = {int(target), *(map(int, hist) if exclude_history else ())}
+        picked: list[int] = []
+        while len(picked) < n:
+            draw = rng.choice(len(p), size=2 * n, p=p)
+            picked.extend(int(i) for i in draw if int(i) not in banned)
+        out[row] = picked[:n]
+    return out
+
+
+def rank_rows(score_fn, histories: list, targets: np.ndarray, eval_cfg: EvalConfig, negatives=None) -> np.ndarray:
+    """0-based rank of each target: among all items (full), or among its sampled `negatives` (B, S),
+    where a tie counts against the target."""
+    hist = [list(h) for h in histories]
+    scores = score_fn(hist)
+    tgt = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    if negatives is None:
+        return target_ranks(scores, tgt, hist if eval_cfg.exclude_history else None).numpy()
+    target_scores = scores[torch.arange(len(tgt)), tgt]
+    neg_scores = scores.gather(1, torch.as_tensor(negatives, dtype=torch.long))
+    return (neg_scores >= target_scores[:, None]).sum(1).numpy()
+
+
+def _rank_all(score_fn, split, eval_cfg: EvalConfig, pop: np.ndarray | None = None) -> np.ndarray:
     ranks = []
     histories, targets = split["history"].tolist(), np.array(split["target"], dtype=np.int64)
+    rng = np.random.default_rng(eval_cfg.seed)
     for start in range(0, len(targets), eval_cfg.batch_size):
-        hist = [list(h) for h in histories[start : start + eval_cfg.batch_size]]
-        scores = score_fn(hist)
-        tgt = torch.as_tensor(targets[start : start + eval_cfg.batch_size], dtype=torch.long)
-        ranks.append(target_ranks(scores, tgt, hist if eval_cfg.exclude_history else None).numpy())
+        hist, tgt = histories[start : start + eval_cfg.batch_size], targets[start : start + eval_cfg.batch_size]
+        negatives = None
+        if eval_cfg.sampled_negatives:
+            negatives = sample_negatives(pop, hist, tgt, eval_cfg.sampled_negatives, eval_cfg.exclude_history, rng)
+        ranks.append(rank_rows(score_fn, hist, tgt, eval_cfg, negatives))
     return np.concatenate(ranks) if ranks else np.zeros(0)
 
 
-def evaluate_model(model, split, eval_cfg: EvalConfig) -> dict[str, float]:
+def evaluate_model(model, split, eval_cfg: EvalConfig, pop: np.ndarray | None = None) -> dict[str, float]:
+    """`pop` (train counts per index) is needed only for sampled negatives; the same seed gives every
+    model the same negatives."""
     model.eval()
-    return hit_and_ndcg(_rank_all(model.score_histories, split, eval_cfg), eval_cfg.ks)
+    return hit_and_ndcg(_rank_all(model.score_histories, split, eval_cfg, pop), eval_cfg.ks)
 
 
 def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
@@ -61,17 +103,51 @@ def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
 def evaluate_popularity(dataset: PreparedDataset, split, eval_cfg: EvalConfig) -> dict[str, float]:
     pop = popularity_scores(dataset)
     score_fn = lambda hist: pop.expand(len(hist), -1)  # noqa: E731
-    return hit_and_ndcg(_rank_all(score_fn, split, eval_cfg), eval_cfg.ks)
+    return hit_and_ndcg(_rank_all(score_fn, split, eval_cfg, pop.numpy()), eval_cfg.ks)
 
 
-def run_evaluation(cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset) -> dict:
-    """Evaluate the exported model and the popularity baseline; write report.json beside it."""
+def evaluate_ctr(cfg: RecsysConfig, ctr_model_path: Path, dataset: PreparedDataset) -> dict:
+    """AUC, GAUC and log-loss of the CTR model on the eval split's impressions, beside two baselines
+    in the same harness: item popularity and the retrieval model's own score (u·v, no head)."""
+    from recsys.eval.metrics import auc, gauc, log_loss
+    from recsys.models import SeqRecForCTR
+    from recsys.models.seqrec import left_pad
+
+    model = SeqRecForCTR.from_pretrained(ctr_model_path).eval()
+    rows = dataset.ctr_rows(cfg.eval.split).to_pydict()
+    labels, users = np.asarray(rows["label"]), np.asarray(rows["user"])
+    context = np.stack([rows["hour"], rows["weekday"], rows["session_position"]], axis=1)
+    probs, dots = [], []
+    with torch.no_grad():
+        for start in range(0, len(labels), cfg.eval.batch_size):
+            sl = slice(start, start + cfg.eval.batch_size)
+            probs.append(model.click_probability(rows["history"][sl], rows["candidate"][sl], context[sl]).numpy())
+            u = model.seqrec.encode(left_pad(rows["history"][sl], model.config.max_seq_len), causal=True)[:, -1]
+            v = model.seqrec.items(torch.as_tensor(rows["candidate"][sl]))
+            dots.append((u * v).sum(-1).numpy())
+    p, dot = np.concatenate(probs), np.concatenate(dots)
+    pop = popularity_scores(dataset).numpy()[np.asarray(rows["candidate"])]
+    return {
+        "impressions": int(len(labels)),
+        "click_rate": float(labels.mean()),
+        "model": {"auc": auc(labels, p), "gauc": gauc(labels, p, users), "log_loss": log_loss(labels, p)},
+        "retrieval_score": {"auc": auc(labels, dot), "gauc": gauc(labels, dot, users)},
+        "popularity": {"auc": auc(labels, pop), "gauc": gauc(labels, pop, users)},
+        "constant_click_rate_log_loss": log_loss(labels, np.full(len(labels), labels.mean())),
+    }
+
+
+def run_evaluation(
+    cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset, ctr_model_path: Path | None = None
+) -> dict:
+    """Evaluate the exported model and the popularity baseline (and the CTR model when there is one);
+    write report.json beside it."""
     from recsys.models import SeqRecModel
 
     t0 = time.perf_counter()
     model = SeqRecModel.from_pretrained(model_path)
     split = dataset.read_split(cfg.eval.split)
-    metrics = evaluate_model(model, split, cfg.eval)
+    metrics = evaluate_model(model, split, cfg.eval, popularity_scores(dataset).numpy())
     seconds = time.perf_counter() - t0
     report = {
         "model": str(model_path),
@@ -82,12 +158,26 @@ def run_evaluation(cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset
         "metrics": {"model": metrics, "popularity": evaluate_popularity(dataset, split, cfg.eval)},
         "published_anchors": BEAUTY_ANCHORS if dataset.manifest["source"]["kind"] == "beauty" else {},
         "eval_seconds": round(seconds, 1),
+        "training": _training_summary(model_path),
     }
+    if ctr_model_path is not None:
+        report["ctr"] = {"model": str(ctr_model_path), **evaluate_ctr(cfg, ctr_model_path, dataset)}
     out = cfg.artifacts_root / "reports" / cfg.run_name / model_path.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     report["path"] = str(out / "report.json")
     return report
+
+
+def _training_summary(model_path: Path) -> dict:
+    """Learning curves of the evaluated model and of the pretraining it started from."""
+    out = {}
+    meta = json.loads((Path(model_path) / "recsys.json").read_text())
+    out["finetune"] = {k: meta.get(k) for k in ("exported_epoch", "selected_by", "final_epoch", "stopped_early", "history")}
+    if meta.get("init_from"):
+        pre = json.loads((Path(meta["init_from"]) / "recsys.json").read_text())
+        out["pretrain"] = {"history": pre.get("history", [])}
+    return out
 
 
 def format_report(report: dict) -> str:

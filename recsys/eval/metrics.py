@@ -28,13 +28,15 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list
 
 
 def hit_and_ndcg(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
-    """HR@K = share of targets ranked in the top K; NDCG@K with one relevant item = 1/log2(rank+2)."""
+    """HR@K = share of targets ranked in the top K; NDCG@K with one relevant item = 1/log2(rank+2);
+    MRR@K = mean 1/(rank+1) over targets in the top K (0 outside); MRR over the whole ranking."""
     ranks = np.asarray(ranks)
     out: dict[str, float] = {}
     for k in sorted(ks):
         hit = ranks < k
         out[f"hr@{k}"] = float(hit.mean())
         out[f"ndcg@{k}"] = float((hit / np.log2(ranks + 2.0)).mean())
+        out[f"mrr@{k}"] = float((hit / (ranks + 1.0)).mean())
     out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return out
 
@@ -70,7 +72,7 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
         if not np.isnan(value):
             total += value * sel.sum()
             weight += int(sel.sum())
-    return total / weight if weight else float("nan")
+    return float(total / weight) if weight else float("nan")
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:

@@ -26,7 +26,7 @@ def tiny_config_dict(root: Path) -> dict:
         "cluster": {"num_cpus": 4, "train_workers": 2, "cpus_per_worker": 1},
         "data": {"source": "synthetic", "synthetic": {"num_users": 400, "num_items": 80, "seed": 1}, "max_seq_len": 12},
         "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0},
-        "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.01, "zero_stage": 2},
+        "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.01, "zero_stage": 2, "attribute_loss_weight": 0.5},
         "finetune": {"epochs": 3, "batch_size": 32, "lr": 0.01, "zero_stage": 2},
         "eval": {"ks": [5, 10]},
         "serve": {"port": free_port(), "max_k": 50},

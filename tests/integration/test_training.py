@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,63 @@ def test_worker_process_death_restarts_from_checkpoint_without_losing_steps(ray_
     assert history[-1]["attempt_start_epoch"] in (1, 2), history
     steps = [h["steps"] for h in history]
     assert steps[0] > 2 and len(set(steps)) == 1, steps  # no step lost or repeated within an epoch
+
+
+def test_pretraining_reports_item_and_attribute_losses(tiny_run):
+    last = tiny_run.pretrained.metrics["history"][-1]
+    assert last["attribute_loss"] > 0 and last["item_loss"] > 0
+    assert last["loss"] == pytest.approx(last["item_loss"] + 0.5 * last["attribute_loss"], rel=1e-6)
+
+
+def test_finetune_exports_the_best_valid_epoch_and_follows_the_schedule(tiny_run):
+    meta = json.loads((tiny_run.finetuned.model_path / "recsys.json").read_text())
+    history = meta["history"]
+    scores = [h["valid_ndcg@10"] for h in history]
+    assert meta["selected_by"] == "valid_ndcg@10"
+    assert meta["exported_epoch"] == int(np.argmax(scores)), scores
+    lrs = [h["lr"] for h in history]
+    cfg = tiny_run.cfg.finetune
+    assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-3)  # cosine reached its floor
+    assert lrs[0] > lrs[-1]
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best(ray_session, tmp_path):
+    import yaml
+
+    from recsys import stages
+    from recsys.config import load_config
+    from tests.integration.conftest import tiny_config_dict
+
+    raw = tiny_config_dict(tmp_path)
+    raw["pretrain"]["enabled"] = False
+    # A learning rate so high that the model gets worse after its first epoch: patience 1 stops it.
+    raw["finetune"].update(epochs=6, lr=0.5, lr_schedule="constant", warmup_ratio=0.0, early_stopping_patience=1)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    result = stages.finetune(cfg, stages.prepare(cfg))
+    history = result.metrics["history"]
+    scores = [h["valid_ndcg@10"] for h in history]
+    best = int(np.argmax(scores))
+    assert len(history) == best + 2 < 6, scores  # stopped one epoch after the last improvement
+    assert history[-1]["stopped_early"] is True
+    assert result.metrics["epoch"] == best  # the exported model is the best epoch's
+
+
+def test_ctr_stage_learns_clicks_from_impressions(tiny_run):
+    from recsys import stages
+
+    cfg = tiny_run.cfg.model_copy(deep=True)
+    cfg.ctr.enabled = True
+    cfg.ctr.epochs = 3
+    cfg.ctr.batch_size = 256
+    cfg.ctr.lr = 0.005
+    result = stages.ctr(cfg, tiny_run.dataset, init_from=tiny_run.finetuned.model_path)
+    history = result.metrics["history"]
+    assert history[-1]["loss"] < history[0]["loss"] or history[-1]["valid_auc"] > 0.5
+    report = stages.evaluate(cfg, tiny_run.finetuned.model_path)
+    ctr = report["ctr"]
+    assert ctr["impressions"] > 100 and 0 < ctr["click_rate"] < 1
+    # The BCE-trained ranker beats the retrieval score it starts from, and knowing nothing (the click rate).
+    assert ctr["model"]["auc"] > max(0.5, ctr["retrieval_score"]["auc"] - 0.01), ctr
+    assert ctr["model"]["log_loss"] < ctr["constant_click_rate_log_loss"], ctr

@@ -55,3 +55,23 @@ def test_log_loss_matches_the_formula_and_clips():
 
     assert log_loss([1, 0], [0.8, 0.25]) == pytest.approx(-(math.log(0.8) + math.log(0.75)) / 2)
     assert log_loss([1], [0.0]) == pytest.approx(-math.log(1e-7))
+
+
+def test_mrr_at_k_counts_only_the_top_k():
+    m = hit_and_ndcg(np.array([0, 4, 30]), [5, 10])
+    assert m["mrr@5"] == pytest.approx((1 + 1 / 5) / 3)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 5) / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 5 + 1 / 31) / 3)
+
+
+def test_sampled_ranking_counts_ties_against_the_target_and_never_samples_history():
+    from recsys.config import EvalConfig
+    from recsys.eval.evaluate import rank_rows, sample_negatives
+
+    scores = torch.tensor([[0.0, 5.0, 3.0, 3.0, 1.0, 9.0]])
+    negatives = np.array([[2, 4, 5]])  # scores 3, 1, 9 against the target's 3
+    ranks = rank_rows(lambda hist: scores, [[1]], np.array([3]), EvalConfig(), negatives)
+    assert ranks.tolist() == [2]  # 9 is higher, the tie 3 counts against
+    pop = np.array([-np.inf, 100.0, 1.0, 1.0, 1.0, -np.inf])
+    drawn = sample_negatives(pop, [[1, 2]], np.array([3]), 50, True, np.random.default_rng(0))
+    assert set(drawn.ravel()) == {4}  # not pad/mask, not the target, not the history

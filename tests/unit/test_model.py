@@ -49,12 +49,12 @@ def test_losses_are_finite_and_backpropagate():
     model = tiny().train()
     inputs = torch.tensor([[0, 0, 1, 2, 3, 4]])
     labels = torch.tensor([[0, 0, 2, 3, 4, 5]])
-    loss = model(inputs, labels=labels, causal=True)
+    loss = model(inputs, labels=labels, causal=True).loss
     loss.backward()
     assert torch.isfinite(loss) and model.items.id_embedding.weight.grad.abs().sum() > 0
-    masked = model(torch.tensor([[0, 0, 1, 41, 3, 41]]), labels=torch.tensor([[0, 0, 0, 2, 0, 4]]), causal=False)
+    masked = model(torch.tensor([[0, 0, 1, 41, 3, 41]]), labels=torch.tensor([[0, 0, 0, 2, 0, 4]]), causal=False).loss
     assert torch.isfinite(masked)
-    empty = model(inputs, labels=torch.zeros_like(labels), causal=True)
+    empty = model(inputs, labels=torch.zeros_like(labels), causal=True).loss
     assert empty.item() == 0.0
 
 

@@ -9,11 +9,14 @@ second copy of the catalog.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
 
 from recsys.models.seqrec.configuration_seqrec import SeqRecConfig
 
@@ -30,6 +33,15 @@ def left_pad(histories: list[list[int]], max_len: int) -> torch.Tensor:
         if len(items):
             out[row, max_len - len(items) :] = items
     return torch.from_numpy(out)
+
+
+@dataclass
+class SeqRecLoss(ModelOutput):
+    """A training step's loss and its parts (detached parts are what the loop reports)."""
+
+    loss: torch.Tensor | None = None
+    item_loss: torch.Tensor | None = None
+    attribute_loss: torch.Tensor | None = None
 
 
 class ItemEmbedding(nn.Module):
@@ -56,6 +68,11 @@ class ItemEmbedding(nn.Module):
             summed = (self.attribute_embedding(attrs) * present).sum(-2)
             vec = vec + summed / present.sum(-2).clamp(min=1.0)
         return vec
+
+    def attribute_table(self) -> torch.Tensor:
+        """Vectors of every attribute index 0..A (called through __call__ for ZeRO-3, like catalog)."""
+        device = self.item_attributes.device
+        return self.attribute_embedding(torch.arange(self.attribute_embedding.num_embeddings, device=device))
 
     def catalog(self) -> torch.Tensor:
         """Vectors of every index 0..N+1 (padding and [MASK] included, masked out when scoring)."""
@@ -142,27 +159,94 @@ class SeqRecModel(PreTrainedModel):
         logits[..., self.config.mask_index] = float("-inf")
         return logits
 
-    def _labelled_loss(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        picked = labels > 0  # (B, L)
+    def _zero_loss(self, states: torch.Tensor) -> torch.Tensor:
+        """No target in this micro-batch: a zero that still touches every parameter, so all
+        data-parallel ranks run the same backward and the collectives stay in step."""
+        return self.item_logits(states[:, -1]).nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
+
+    def _item_loss(
+        self,
+        states: torch.Tensor,
+        labels: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cross-entropy of the labelled positions (labels > 0) against the catalog.
+
+        Full softmax when `negatives` is None. Otherwise sampled softmax with log-Q correction
+        (Bengio & Senécal 2008; Yi et al. 2019): the target competes with the shared sampled
+        `negatives` (S,), every logit minus log Q(item), where `log_q` (N + 2,) is the log of the
+        expected number of times each item is drawn; a negative equal to the target is masked.
+        """
+        picked = labels > 0
         if not picked.any():
-            # No target in this micro-batch: a zero that still touches every parameter, so all
-            # data-parallel ranks run the same backward and the collectives stay in step.
-            return self.item_logits(states[:, -1]).nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
-        return F.cross_entropy(self.item_logits(states[picked]), labels[picked])
+            return self._zero_loss(states)
+        s, y = states[picked], labels[picked]
+        if negatives is None:
+            return F.cross_entropy(self.item_logits(s), y)
+        if log_q is None:
+            raise ValueError("sampled softmax needs log_q, the log expected sample count of every item")
+        positive = (s * self.items(y)).sum(-1) - log_q[y]
+        negative = s @ self.items(negatives).T - log_q[negatives][None]
+        negative = negative.masked_fill(negatives[None] == y[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=logits.device))
 
-    def masked_item_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cloze objective: predict the original item at [MASK] positions (labels 0 elsewhere)."""
-        return self._labelled_loss(self.encode(input_ids, causal=False), labels)
+    def _attribute_loss(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Masked-attribute prediction (S3-Rec's MAP, tied to the attribute table): from the state at a
+        masked position, predict every attribute of the hidden item (multi-label BCE over all attributes)."""
+        picked = labels > 0
+        if not self.items.use_attributes:
+            raise ValueError("attribute_loss_weight > 0 needs a model with attribute_embeddings and num_attributes > 0")
+        table = self.items.attribute_table()  # (A + 1, H)
+        if not picked.any():
+            return (states[:, -1] @ table.T).sum() * 0.0
+        logits = (states[picked] @ table.T)[:, 1:]  # attribute 0 is padding
+        attrs = self.items.item_attributes[labels[picked]]  # (M, max_attributes)
+        target = torch.zeros(len(attrs), table.shape[0], device=logits.device).scatter_(1, attrs, 1.0)[:, 1:]
+        return F.binary_cross_entropy_with_logits(logits, target)
 
-    def next_item_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Full-softmax next-item cross-entropy at every non-padded position."""
-        return self._labelled_loss(self.encode(input_ids, causal=True), labels)
+    def masked_item_loss(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, attribute_loss_weight: float = 0.0
+    ) -> SeqRecLoss:
+        """Cloze objective: predict the original item at [MASK] positions (labels 0 elsewhere), plus,
+        weighted, its attributes."""
+        states = self.encode(input_ids, causal=False)
+        item_loss = self._item_loss(states, labels)
+        if attribute_loss_weight <= 0:
+            return SeqRecLoss(loss=item_loss, item_loss=item_loss)
+        attribute_loss = self._attribute_loss(states, labels)
+        return SeqRecLoss(
+            loss=item_loss + attribute_loss_weight * attribute_loss, item_loss=item_loss, attribute_loss=attribute_loss
+        )
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, causal: bool = True):
-        """Next-item scores from the last position: (B, L) → (B, N + 2); with labels, the loss."""
-        if labels is not None:
-            return self.next_item_loss(input_ids, labels) if causal else self.masked_item_loss(input_ids, labels)
-        return self.score_next(input_ids)
+    def next_item_loss(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+    ) -> SeqRecLoss:
+        """Next-item cross-entropy at every non-padded position (full or sampled softmax)."""
+        loss = self._item_loss(self.encode(input_ids, causal=True), labels, negatives, log_q)
+        return SeqRecLoss(loss=loss, item_loss=loss)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        causal: bool = True,
+        negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+        attribute_loss_weight: float = 0.0,
+    ):
+        """Without labels: next-item scores from the last position, (B, L) → (B, N + 2).
+        With labels: a `SeqRecLoss` (causal: next-item; bidirectional: masked items and attributes)."""
+        if labels is None:
+            return self.score_next(input_ids)
+        if causal:
+            return self.next_item_loss(input_ids, labels, negatives, log_q)
+        return self.masked_item_loss(input_ids, labels, attribute_loss_weight)
 
     @torch.no_grad()
     def score_next(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,88 @@
+"""CTR ranking: P(click | user history, candidate item, context), trained with binary cross-entropy.
+
+The user state comes from the sequential recommender's causal encoder (initialised from the
+fine-tuned retrieval model), the candidate from its item table, so ranking and retrieval share one
+representation. The head sees [u, v, u⊙v, context] and adds the retrieval dot product u·v, scaled
+by a learned factor, as a skip term: at initialisation the ranker orders candidates much as
+retrieval does (softmax-trained dot products are large, so the factor starts small to keep the
+probabilities calibrated), and training learns what retrieval misses (context: hour, weekday,
+position in the session).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from recsys.models.seqrec.configuration_seqrec import SeqRecConfig
+from recsys.models.seqrec.modeling_seqrec import SeqRecModel, left_pad
+
+# Context feature vocabularies: hour of day, day of week, impression position in the session (capped).
+CONTEXT_SIZES = {"hour": 24, "weekday": 7, "session_position": 16}
+
+
+@dataclass
+class CTROutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B,) log-odds of a click
+
+
+class SeqRecForCTR(PreTrainedModel):
+    config_class = SeqRecConfig
+    base_model_prefix = "seqrec"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: SeqRecConfig):
+        super().__init__(config)
+        self.seqrec = SeqRecModel(config)
+        h = config.hidden_size
+        self.context = nn.ModuleDict({name: nn.Embedding(size, h) for name, size in CONTEXT_SIZES.items()})
+        self.head = nn.Sequential(
+            nn.Linear(4 * h, h), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h, 1)
+        )
+        self.dot_scale = nn.Parameter(torch.full((1,), 0.1))  # 1-d: DeepSpeed cannot broadcast 0-d tensors
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        SeqRecModel._init_weights(self, module)
+
+    @classmethod
+    def from_retrieval_model(cls, path) -> SeqRecForCTR:
+        """A CTR model whose encoder and item table start as the fine-tuned retrieval model's."""
+        base = SeqRecModel.from_pretrained(path)
+        model = cls(base.config)
+        model.seqrec.load_state_dict(base.state_dict())
+        return model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        candidates: torch.Tensor,
+        context: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> CTROutput:
+        """(B, L) right-aligned histories, (B,) candidate item indices, (B, 3) context codes
+        [hour, weekday, session_position] → click log-odds; with (B,) 0/1 labels, the mean BCE."""
+        u = self.seqrec.encode(input_ids, causal=True)[:, -1]
+        v = self.seqrec.items(candidates)
+        c = sum(
+            emb(context[:, i].clamp(0, size - 1))
+            for i, (size, emb) in enumerate(zip(CONTEXT_SIZES.values(), self.context.values(), strict=True))
+        )
+        dot = (u * v).sum(-1)
+        logits = self.head(torch.cat([u, v, u * v, c], dim=-1)).squeeze(-1) + self.dot_scale * dot
+        loss = None if labels is None else F.binary_cross_entropy_with_logits(logits, labels.float())
+        return CTROutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def click_probability(self, histories: list[list[int]], candidates, context) -> torch.Tensor:
+        """P(click) for raw item-index histories: the scoring path evaluation and serving share."""
+        device = self.seqrec.items.item_attributes.device
+        inputs = left_pad(histories, self.config.max_seq_len).to(device)
+        out = self(inputs, torch.as_tensor(candidates, device=device), torch.as_tensor(context, device=device))
+        return torch.sigmoid(out.logits)
