@@ -60,7 +60,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = (*STAGES, "demo", "k8s", "data")
+    commands = (*STAGES, "demo", "k8s", "data", "eval")
     if not argv or argv[0] not in commands:
         print(f"usage: recsys {{{','.join(commands)}}} --config FILE [--set key=value ...]", file=sys.stderr)
         return 2
@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         from recsys.data.stats import main as stats_main
 
         return stats_main(rest[1:])
+    if command == "eval":
+        if not rest or rest[0] != "report":
+            print("usage: recsys eval report --config FILE [--model DIR] [--set key=value ...]", file=sys.stderr)
+            return 2
+        from recsys.eval.report import main as report_main
+
+        return report_main(rest[1:])
     if command == "k8s":
         from recsys.k8s.cli import main as k8s_main
 

@@ -219,7 +219,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         t0, steps, sequences = time.perf_counter(), 0, 0
         sums: dict[str, float] = {"loss": 0.0}
         batches = _ctr_steps(shard, stage_cfg, epoch) if stage == "ctr" else _sequence_steps(shard, stage_cfg, epoch, rng)
+        waited, ready = 0.0, time.perf_counter()
         for batch in batches:
+            waited += time.perf_counter() - ready  # input pipeline time the step waited for
             _maybe_inject_fault(loop_config.get("fault"), epoch, steps, rank)
             loss, parts, rows = _step_loss(engine, stage, batch, stage_cfg, sampler, rng, device)
             engine.backward(loss)
@@ -229,6 +231,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 sums[name] = sums.get(name, 0.0) + value
             steps += 1
             sequences += rows
+            ready = time.perf_counter()
 
         # Means over every rank's steps, so the reported curve is the global one.
         names = sorted(sums)
@@ -242,6 +245,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "steps": int(totals[-2].item()),
             "sequences_per_s": totals[-1].item() / seconds,
             "epoch_seconds": seconds,
+            "input_wait_seconds": waited,  # rank 0's; a large share means the step is input-bound
             "lr": engine.get_lr()[0],
             "stage": stage,
             "attempt_start_epoch": start_epoch,  # > 0 when this attempt resumed from a checkpoint
@@ -260,6 +264,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             patience = stage_cfg.early_stopping_patience
             stop = bool(patience) and epoch - metrics["best_epoch"] >= patience and epoch + 1 < stage_cfg.epochs
             metrics["stopped_early"] = stop
+        metrics["finished_at"] = time.time()  # wall clock, for time-to-quality figures
         history.append(metrics)
         for name, gauge in gauges.items():
             if name in metrics:

@@ -132,3 +132,17 @@ def test_ctr_stage_learns_clicks_from_impressions(tiny_run):
     # The BCE-trained ranker beats the retrieval score it starts from, and knowing nothing (the click rate).
     assert ctr["model"]["auc"] > max(0.5, ctr["retrieval_score"]["auc"] - 0.01), ctr
     assert ctr["model"]["log_loss"] < ctr["constant_click_rate_log_loss"], ctr
+
+
+def test_eval_report_writes_json_table_and_curves(tiny_run, capsys):
+    from recsys.cli import main
+
+    assert main(["eval", "report", "--config", str(tiny_run.config_path)]) == 0
+    out = capsys.readouterr().out
+    paths = json.loads(out[out.index("{"):])
+    report = json.loads(open(paths["json"]).read())
+    assert {"hr@10", "ndcg@10", "mrr@10"} <= set(report["metrics"]["model"])
+    assert report["training"]["finetune"]["history"] and report["training"]["pretrain"]["history"]
+    table = open(paths["table"]).read()
+    assert "| ours |" in table and "| popularity (same harness) |" in table and "MRR@10" in table
+    assert open(paths["curves"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
