@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from recsys.models import SeqRecConfig, SeqRecModel
@@ -74,3 +75,23 @@ def test_invalid_config_is_explained():
 
     with pytest.raises(ValueError, match="divisible by num_heads"):
         SeqRecConfig(hidden_size=10, num_heads=3)
+
+
+def test_frozen_text_embeddings_change_items_train_only_the_projection_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(num_items=10, num_attributes=0, hidden_size=8, num_layers=1, num_heads=2, max_seq_len=4,
+                       dropout=0.0, text_embedding_dim=5)
+    model = SeqRecModel(cfg)
+    before = model.items(torch.tensor([3])).clone()
+    text = torch.randn(12, 5)
+    model.set_item_text_embeddings(text)
+    assert not torch.allclose(before, model.items(torch.tensor([3])))
+    assert "items.item_text" not in dict(model.named_parameters())  # frozen: not trained
+    loss = model(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[2, 3, 4]])).loss
+    loss.backward()
+    assert model.items.text_projection.weight.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    again = SeqRecModel.from_pretrained(tmp_path)
+    assert torch.equal(again.items.item_text, text)
+    with pytest.raises(ValueError, match="shape"):
+        model.set_item_text_embeddings(torch.zeros(3, 5))

@@ -10,6 +10,7 @@ class SeqRecConfig(PretrainedConfig):
 
     Item indices: 0 is padding, 1..num_items are catalog items, num_items + 1 is [MASK].
     Attribute indices: 0 is padding, 1..num_attributes are attribute values.
+    Item vector = id embedding + mean attribute embedding (+ projected frozen text embedding).
     """
 
     model_type = "recsys-seqrec"
@@ -26,6 +27,7 @@ class SeqRecConfig(PretrainedConfig):
         dropout: float = 0.2,
         max_seq_len: int = 50,
         attribute_embeddings: bool = True,
+        text_embedding_dim: int = 0,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -36,6 +38,8 @@ class SeqRecConfig(PretrainedConfig):
             problems.append(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
         if not 0 <= dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {dropout}")
+        if text_embedding_dim < 0:
+            problems.append(f"text_embedding_dim must be ≥ 0 (0 = no text embeddings), got {text_embedding_dim}")
         if max_seq_len < 1:
             problems.append(f"max_seq_len must be ≥ 1, got {max_seq_len}")
         if problems:
@@ -50,6 +54,9 @@ class SeqRecConfig(PretrainedConfig):
         self.dropout = dropout
         self.max_seq_len = max_seq_len
         self.attribute_embeddings = attribute_embeddings and num_attributes > 0
+        # > 0: every item also carries a frozen text vector of this size (e.g. a sentence encoder's
+        # embedding of title + category + brand), projected into the hidden size and added.
+        self.text_embedding_dim = text_embedding_dim
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

@@ -45,7 +45,8 @@ class SeqRecLoss(ModelOutput):
 
 
 class ItemEmbedding(nn.Module):
-    """Item vector = id embedding + mean of the item's attribute embeddings."""
+    """Item vector = id embedding + mean of the item's attribute embeddings, plus, when
+    `text_embedding_dim` > 0, a learned projection of the item's frozen text embedding."""
 
     def __init__(self, config: SeqRecConfig):
         super().__init__()
@@ -59,6 +60,11 @@ class ItemEmbedding(nn.Module):
         )
         if self.use_attributes:
             self.attribute_embedding = nn.Embedding(config.num_attributes + 1, config.hidden_size, padding_idx=0)
+        self.use_text = config.text_embedding_dim > 0
+        if self.use_text:
+            # Frozen (a buffer, not a parameter): the optimizer never changes it, it travels in the weights.
+            self.register_buffer("item_text", torch.zeros(config.num_items + 2, config.text_embedding_dim))
+            self.text_projection = nn.Linear(config.text_embedding_dim, config.hidden_size, bias=False)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., H)
         vec = self.id_embedding(item_ids)
@@ -67,6 +73,8 @@ class ItemEmbedding(nn.Module):
             present = (attrs > 0).unsqueeze(-1).float()
             summed = (self.attribute_embedding(attrs) * present).sum(-2)
             vec = vec + summed / present.sum(-2).clamp(min=1.0)
+        if self.use_text:
+            vec = vec + self.text_projection(self.item_text[item_ids])
         return vec
 
     def attribute_table(self) -> torch.Tensor:
@@ -124,6 +132,15 @@ class SeqRecModel(PreTrainedModel):
         if tuple(table.shape) != expected:
             raise ValueError(f"item attribute table has shape {tuple(table.shape)}, expected {expected}")
         self.items.item_attributes.copy_(torch.as_tensor(table, dtype=torch.long))
+
+    def set_item_text_embeddings(self, table: torch.Tensor) -> None:
+        """(num_items + 2, text_embedding_dim) frozen text vectors; rows 0 and N+1 are ignored."""
+        if not self.items.use_text:
+            raise ValueError("this model has text_embedding_dim 0; build it with text_embedding_dim > 0")
+        expected = tuple(self.items.item_text.shape)
+        if tuple(table.shape) != expected:
+            raise ValueError(f"item text table has shape {tuple(table.shape)}, expected {expected}")
+        self.items.item_text.copy_(torch.as_tensor(table, dtype=torch.float32))
 
     def attention_mask(self, input_ids: torch.Tensor, causal: bool) -> torch.Tensor:
         """(B, L) → (B * heads, L, L) bool, True = may not attend.
