@@ -128,6 +128,8 @@ def test_ctr_stage_learns_clicks_from_impressions(tiny_run):
     assert history[-1]["loss"] < history[0]["loss"] or history[-1]["valid_auc"] > 0.5
     report = stages.evaluate(cfg, tiny_run.finetuned.model_path)
     ctr = report["ctr"]
+    print({k: ctr[k] for k in ("impressions", "click_rate", "model", "retrieval_score", "popularity",
+                               "constant_click_rate_log_loss")})
     assert ctr["impressions"] > 100 and 0 < ctr["click_rate"] < 1
     # The BCE-trained ranker beats the retrieval score it starts from, and knowing nothing (the click rate).
     assert ctr["model"]["auc"] > max(0.5, ctr["retrieval_score"]["auc"] - 0.01), ctr
