@@ -111,20 +111,17 @@ def evaluate_ctr(cfg: RecsysConfig, ctr_model_path: Path, dataset: PreparedDatas
     in the same harness: item popularity and the retrieval model's own score (u·v, no head)."""
     from recsys.eval.metrics import auc, gauc, log_loss
     from recsys.models import SeqRecForCTR
-    from recsys.models.seqrec import left_pad
 
     model = SeqRecForCTR.from_pretrained(ctr_model_path).eval()
     rows = dataset.ctr_rows(cfg.eval.split).to_pydict()
     labels, users = np.asarray(rows["label"]), np.asarray(rows["user"])
     context = np.stack([rows["hour"], rows["weekday"], rows["session_position"]], axis=1)
     probs, dots = [], []
-    with torch.no_grad():
-        for start in range(0, len(labels), cfg.eval.batch_size):
-            sl = slice(start, start + cfg.eval.batch_size)
-            probs.append(model.click_probability(rows["history"][sl], rows["candidate"][sl], context[sl]).numpy())
-            u = model.seqrec.encode(left_pad(rows["history"][sl], model.config.max_seq_len), causal=True)[:, -1]
-            v = model.seqrec.items(torch.as_tensor(rows["candidate"][sl]))
-            dots.append((u * v).sum(-1).numpy())
+    for start in range(0, len(labels), cfg.eval.batch_size):
+        sl = slice(start, start + cfg.eval.batch_size)
+        out = model.score(rows["history"][sl], rows["candidate"][sl], context[sl])  # one encoder pass for both
+        probs.append(torch.sigmoid(out.logits).numpy())
+        dots.append(out.retrieval_scores.numpy())
     p, dot = np.concatenate(probs), np.concatenate(dots)
     pop = popularity_scores(dataset).numpy()[np.asarray(rows["candidate"])]
     return {

@@ -30,6 +30,7 @@ CONTEXT_SIZES = {"hour": 24, "weekday": 7, "session_position": 16}
 class CTROutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B,) log-odds of a click
+    retrieval_scores: torch.Tensor | None = None  # (B,) u·v, the retrieval model's own score (a baseline)
 
 
 class SeqRecForCTR(PreTrainedModel):
@@ -77,12 +78,15 @@ class SeqRecForCTR(PreTrainedModel):
         dot = (u * v).sum(-1)
         logits = self.head(torch.cat([u, v, u * v, c], dim=-1)).squeeze(-1) + self.dot_scale * dot
         loss = None if labels is None else F.binary_cross_entropy_with_logits(logits, labels.float())
-        return CTROutput(loss=loss, logits=logits)
+        return CTROutput(loss=loss, logits=logits, retrieval_scores=dot)
 
     @torch.no_grad()
-    def click_probability(self, histories: list[list[int]], candidates, context) -> torch.Tensor:
-        """P(click) for raw item-index histories: the scoring path evaluation and serving share."""
+    def score(self, histories: list[list[int]], candidates, context) -> CTROutput:
+        """Scores for raw item-index histories: the scoring path evaluation and serving share."""
         device = self.seqrec.items.item_attributes.device
         inputs = left_pad(histories, self.config.max_seq_len).to(device)
-        out = self(inputs, torch.as_tensor(candidates, device=device), torch.as_tensor(context, device=device))
-        return torch.sigmoid(out.logits)
+        return self(inputs, torch.as_tensor(candidates, device=device), torch.as_tensor(context, device=device))
+
+    def click_probability(self, histories: list[list[int]], candidates, context) -> torch.Tensor:
+        """P(click) for raw item-index histories."""
+        return torch.sigmoid(self.score(histories, candidates, context).logits)
