@@ -45,13 +45,16 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
                 print(f"{stage} is disabled in the config ({stage}.enabled: false)")
             else:
                 print(json.dumps({"model": str(result.model_path), "metrics": result.metrics}, indent=2))
+        elif stage == "index":
+            release = stages.index(cfg)
+            print(json.dumps({"index": str(release.path), **release.manifest}, indent=2))
         elif stage == "evaluate":
             from recsys.eval.evaluate import format_report
 
             report = stages.evaluate(cfg)
             print(format_report(report))
             print(f"report: {report['path']}")
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{stage} finished in {time.perf_counter() - t0:.1f}s")

@@ -1,6 +1,6 @@
 """One typed config tree, loaded from one YAML file, read by every stage.
 
-Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `eval`, `serve`),
+Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `eval`, `index`, `serve`),
 plus `artifacts` (where everything is written) and `cluster` (how Ray is sized). Unknown keys and
 bad values fail with a `ConfigError` that names the file, the dotted field and what is allowed.
 """
@@ -227,18 +227,76 @@ class ServeAutoscaling(_Section):
         return self
 
 
+class IndexConfig(_Section):
+    """The ANN index over item vectors (recsys.index, `ray_jobs/build_index.py`)."""
+
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="flat: exact inner product; hnsw / ivf: approximate; auto: flat below exact_below items, else hnsw"
+    )
+    exact_below: int = Field(50_000, ge=1, description="auto picks exact search for catalogs smaller than this")
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree")
+    hnsw_ef_construction: int = Field(200, ge=8)
+    hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: higher is slower and more exact")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF cells; default 4·sqrt(items)")
+    ivf_nprobe: int = Field(32, ge=1, description="IVF cells visited per query")
+    recall_queries: int = Field(1000, ge=10, description="queries used to measure recall@100 against exact search at build time")
+    min_recall_at_100: float = Field(
+        0.95, ge=0.0, le=1.0, description="a build or model swap whose measured recall@100 is lower is refused"
+    )
+    seed: int = 0
+
+
+class ServeBatching(_Section):
+    """`@serve.batch` of the scoring step: concurrent requests share one encoder pass."""
+
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="a lone request waits this long for company")
+
+
+class EventStoreConfig(_Section):
+    """Where users' real-time events live (POST /events → the next /recommend)."""
+
+    backend: Literal["memory", "redis"] = Field("memory", description="memory: one store replica with a log + snapshots; redis: a Redis server")
+    path: str | None = Field(None, description="memory backend's log and snapshot folder; default <artifacts.root>/serving/events")
+    snapshot_every: int = Field(1000, ge=1, description="write a snapshot and truncate the log after this many events")
+    fsync: bool = Field(False, description="fsync the log before acknowledging (survives a machine crash, not only a process restart)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis backend: server URL")
+    max_events_per_user: int = Field(200, ge=1, description="recent events kept per user")
+
+
 class ServeConfig(_Section):
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
+        description="haproxy: Ray Serve's HAProxy ingress straight to the replicas' own HTTP servers (needs the haproxy binary; "
+        "measured ~3x the QPS of proxy on 2 cores); proxy: Serve's Python proxy actor",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = "/"
     num_replicas: int = Field(1, ge=1, description="fixed replica count when autoscaling is not set")
     autoscaling: ServeAutoscaling | None = None
-    max_ongoing_requests: int = Field(32, ge=1)
+    max_ongoing_requests: int = Field(32, ge=1, description="requests a replica works on at once")
+    max_queued_requests: int = Field(64, ge=-1, description="requests allowed to wait for a replica; beyond it: 503 (-1: unbounded)")
+    request_timeout_s: float | None = Field(10.0, gt=0, description="a request not answered within this answers 408")
+    max_body_bytes: int = Field(65_536, ge=256, description="larger request bodies answer 413")
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(100, ge=1, le=10_000)
+    candidates: int = Field(100, ge=1, le=10_000, description="ANN candidates retrieved before ranking (at least k is always used)")
+    ranker: Literal["auto", "retrieval", "ctr"] = Field(
+        "auto", description="auto: the CTR model when the ctr stage published one, else the retrieval score"
+    )
     max_history: int = Field(200, ge=1, description="longest item_ids list a request may send")
     exclude_history: bool = Field(True, description="never recommend what the user already interacted with")
     cpus_per_replica: float = Field(1.0, gt=0)
+    access_log: bool = Field(False, description="Serve's per-request access log lines (costs ~10% of a small request's time on a busy replica)")
+    batching: ServeBatching = Field(default_factory=ServeBatching)
+    events: EventStoreConfig = Field(default_factory=EventStoreConfig)
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> ServeConfig:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must be ≤ max_k ({self.max_k})")
+        return self
 
 
 class ClusterConfig(_Section):
@@ -268,6 +326,7 @@ class RecsysConfig(_Section):
     # CTR ranking head on impressions with click labels (examples/ctr); off unless the data has impressions.
     ctr: StageConfig = Field(default_factory=lambda: StageConfig(enabled=False, epochs=3, lr=5e-4))
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

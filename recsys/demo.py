@@ -1,6 +1,6 @@
 """`make demo`: the whole path on a local Ray, then a live request against Ray Serve.
 
-prepare → pretrain → finetune → evaluate → serve → POST /recommend → shutdown.
+prepare → pretrain → finetune → evaluate → index → serve → POST /recommend, /events → shutdown.
 """
 
 from __future__ import annotations
@@ -64,33 +64,34 @@ def _run(cfg, args) -> int:
     from recsys.eval.evaluate import format_report
     from recsys.runtime import init_ray, quiet_ray_data
     from serving.app import build_app
+    from serving.serve_config import http_options
 
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    init_ray(cfg.cluster)
+    init_ray(cfg.cluster, serve=cfg.serve)
     quiet_ray_data()
     try:
         t = time.perf_counter()
-        _banner("1/5 prepare data (Ray Data)")
+        _banner("1/6 prepare data (Ray Data)")
         dataset = stages.prepare(cfg)
         print(json.dumps({"dataset": str(dataset.path), **dataset.manifest["counts"]}, indent=2))
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"2/5 pretrain: masked items, ZeRO-{cfg.pretrain.zero_stage}, {cfg.cluster.train_workers} workers")
+        _banner(f"2/6 pretrain: masked items, ZeRO-{cfg.pretrain.zero_stage}, {cfg.cluster.train_workers} workers")
         pre = stages.pretrain(cfg, dataset)
         print("skipped (pretrain.enabled: false)" if pre is None else _epochs(pre.metrics))
         timings["pretrain"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"3/5 fine-tune: next item, ZeRO-{cfg.finetune.zero_stage}")
+        _banner(f"3/6 fine-tune: next item, ZeRO-{cfg.finetune.zero_stage}")
         fine = stages.finetune(cfg, dataset, init_from=pre.model_path if pre else None)
         print(_epochs(fine.metrics))
         print(f"model: {fine.model_path}")
         timings["finetune"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner("4/5 evaluate: leave-one-out, full ranking")
+        _banner("4/6 evaluate: leave-one-out, full ranking")
         report = stages.evaluate(cfg, fine.model_path)
         print(format_report(report))
         m = report["metrics"]["model"]
@@ -98,20 +99,33 @@ def _run(cfg, args) -> int:
         timings["evaluate"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner("5/5 serve: Ray Serve, live HTTP request")
-        serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-        serve.run(build_app({"config": args.config, "overrides": args.overrides, "model_path": str(fine.model_path)}),
+        _banner(f"5/6 index: item vectors → FAISS ({cfg.index.kind})")
+        release = stages.index(cfg, fine.model_path)
+        m = release.manifest
+        print(f"index {release.version}: {m['kind']}, {m['items']} items, recall@100 {m['recall_at_100']:.4f} against exact search")
+        timings["index"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        _banner(f"6/6 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
+        serve.start(http_options=http_options(cfg.serve))
+        serve.run(build_app({"config": args.config, "overrides": args.overrides, "index_version": release.version}),
                   name="recommender", route_prefix=cfg.serve.route_prefix)
         base = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix.rstrip('/')}"
-        _wait_healthy(base + "/healthz")
-        user = dataset.read_split("test")["user_id"].iloc[0]
-        body = {"user_id": str(user), "k": 5}
+        _wait_healthy(base + "/readyz")
+        user = str(dataset.read_split("test")["user_id"].iloc[0])
+        body = {"user_id": user, "k": 5, "explain": True}
         answer = requests.post(base + "/recommend", json=body, timeout=30)
         print(f"POST {base}/recommend {json.dumps(body)} → {answer.status_code}")
-        print(json.dumps(answer.json(), indent=2))
+        print(json.dumps(answer.json(), indent=2)[:3000])
         answer.raise_for_status()
+        clicked = answer.json()["items"][-1]["item_id"]
+        event = {"user_id": user, "item_id": clicked, "event": "click"}
+        print(f"POST {base}/events {json.dumps(event)} → {requests.post(base + '/events', json=event, timeout=30).status_code}")
+        after = requests.post(base + "/recommend", json={"user_id": user, "k": 5}, timeout=30).json()
+        print(f"next /recommend for {user}: {[i['item_id'] for i in after['items']]} (was {[i['item_id'] for i in answer.json()['items']]})")
         cold = requests.post(base + "/recommend", json={"user_id": "someone-new", "k": 3}, timeout=30).json()
         print(f"unknown user → cold_start={cold['cold_start']}, {[i['item_id'] for i in cold['items']]}")
+        print(f"OpenAPI docs: {base}/docs")
         timings["serve"] = time.perf_counter() - t
     finally:
         serve.shutdown()

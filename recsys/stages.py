@@ -15,7 +15,7 @@ from recsys.data.dataset import PreparedDataset
 from recsys.data.sources import dataset_root
 
 # The pipeline's stages, in order; each has an entrypoint ray_jobs/<script>.py.
-PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "ctr", "evaluate")
+PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "ctr", "index", "evaluate")
 
 
 def prepare(cfg: RecsysConfig) -> PreparedDataset:
@@ -79,6 +79,13 @@ def latest_ctr(cfg: RecsysConfig) -> Path | None:
 
 def latest_finetuned(cfg: RecsysConfig) -> Path:
     return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model", "finetune")
+
+
+def index(cfg: RecsysConfig, model_path: Path | None = None):
+    """The index stage: the fine-tuned model's item vectors → a FAISS index version serving loads."""
+    from recsys.index import build_index
+
+    return build_index(cfg, model_path)
 
 
 def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:

@@ -1,41 +1,47 @@
 """Typed Serve application builder: `serve run serving.app:build_app config=configs/demo.yaml`.
 
-The same builder is what `serve build` turns into the Serve config a RayService embeds.
+The same builder is what `make serve-config` turns into the Serve config a RayService embeds.
+`index_version` picks the version to serve (default: the index stage's LATEST); changing only it
+on a running app is an in-place `reconfigure`, the zero-downtime model swap.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from recsys.config import RecsysConfig, load_config
-from recsys.stages import latest_finetuned
-from serving.recommender import RecommenderDeployment
+from recsys.index.build import IndexRelease, index_parent, latest_index
+from serving.recommender import EventStoreDeployment, RecommenderDeployment, default_events_folder
 from serving.serve_config import deployment_options
 
 
 class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config: str = Field(description="path to the recsys YAML config (the serve section is read)")
+    config: str = Field(description="path to the recsys YAML config (serve, index, data and artifacts are read)")
     overrides: list[str] = Field(default_factory=list, description="dotted.key=value overrides")
-    model_path: str | None = Field(None, description="an exported model folder; default: the latest fine-tuned one")
+    index_version: str | None = Field(None, description="a published index version (model + index); default: the latest")
 
 
-def resolve_model(cfg: RecsysConfig, model_path: str | None) -> tuple[Path, Path]:
-    """(model folder, dataset folder it was trained on), read from the export's recsys.json."""
-    path = Path(model_path) if model_path else latest_finetuned(cfg)
-    meta_file = path / "recsys.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"{path} is not an exported model (no recsys.json); point model_path at artifacts/models/...")
-    return path, Path(json.loads(meta_file.read_text())["dataset_path"])
+def resolve_release(cfg: RecsysConfig, index_version: str | None) -> IndexRelease:
+    if index_version is None:
+        return latest_index(cfg)
+    return IndexRelease.load(index_parent(cfg) / index_version)
 
 
 def build_app(args: ServeArgs | dict) -> Application:
     args = ServeArgs.model_validate(args)
     cfg = load_config(args.config, args.overrides)
-    model_path, dataset_path = resolve_model(cfg, args.model_path)
-    return RecommenderDeployment.options(**deployment_options(cfg.serve)).bind(str(model_path), str(dataset_path), cfg.serve.model_dump(mode="json"))
+    release = resolve_release(cfg, args.index_version)
+    events = None
+    if cfg.serve.events.backend == "memory":
+        folder = cfg.serve.events.path or str(default_events_folder(cfg.artifacts_root))
+        events = EventStoreDeployment.bind(folder, cfg.serve.events.model_dump(mode="json"))
+    return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config={"index_path": str(release.path)}).bind(
+        cfg.serve.model_dump(mode="json"),
+        cfg.index.model_dump(mode="json"),
+        list(cfg.data.interaction_events),
+        int(cfg.data.session_gap_minutes * 60_000),
+        events,
+    )

@@ -1,134 +1,244 @@
-"""The recommender deployment: FastAPI ingress and model in one replica.
+"""The Serve deployments: the ingress (HTTP, retrieval, ranking in one replica) and the event store.
 
-One deployment on purpose: on a small CPU cluster each Serve hop costs ~10 ms of proxy and
-serialisation time (shared/RUNTIME-NOTES.md), more than scoring a 12k-item catalog takes.
+Composition, measured (docs/serving.md): on a small CPU node every Serve hop costs milliseconds
+of serialisation and scheduling, more than retrieval and ranking of one request take, so the
+ingress replica holds the model, the ANN index and the ranker, and batches the scoring of
+concurrent requests with `@serve.batch` (one encoder pass, one ranker pass per batch). The only
+hop is to the event store, which must be one owner of state however many ingress replicas run;
+with the Redis backend there is no hop at all.
+
+Model swap: `user_config: {index_path}` names the version to serve. `reconfigure` loads a new
+version beside the current one, checks its recall and a smoke query, then switches one reference;
+requests that started on the old version finish on it. A version that fails its checks is never
+switched to (the replica keeps serving the old one and reports the failure).
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the real body types on the
 # methods Serve wraps, or it reads `body` as a query parameter.
+import asyncio
 import logging
-import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import torch
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from ray import serve
 
-from serving.schemas import ErrorResponse, RecommendedItem, RecommendRequest, RecommendResponse
-
-logger = logging.getLogger("ray.serve")
-api = FastAPI(
-    title="recsys-platform recommender",
-    description="Next-item recommendations from a transformer trained on behaviour sequences.",
-    responses={422: {"model": ErrorResponse}},
+from recsys.config import EventStoreConfig, IndexConfig, ServeConfig
+from recsys.index import IndexRelease
+from serving.engine import Filters, Job, ServingModel, VersionCheckError, context_of
+from serving.events import MemoryEventStore, RedisEventStore, now_ms
+from serving.http import Limits, RequestError, api
+from serving.metrics import ServingMetrics
+from serving.schemas import (
+    EventRequest,
+    EventResponse,
+    Explanation,
+    ItemResponse,
+    RankRequest,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
 )
 
-
-def _field_errors(exc: RequestValidationError) -> list[dict]:
-    out = []
-    for err in exc.errors():
-        loc = list(err.get("loc", ()))
-        if loc and loc[0] in ("body", "query", "path"):
-            loc = loc[1:]
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
-        out.append({"field": field, "message": err.get("msg", "invalid value")})
-    return out
+logger = logging.getLogger("ray.serve")
 
 
-@api.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": _field_errors(exc)})
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+class EventStoreDeployment:
+    """The memory backend's single owner: a dict, a log written before each acknowledgement, snapshots."""
+
+    def __init__(self, folder: str, cfg: dict):
+        self.store = MemoryEventStore(folder, EventStoreConfig.model_validate(cfg))
+
+    def record(self, user_id: str, item_index: int, event: str, timestamp_ms: int) -> int:
+        return self.store.record(user_id, item_index, event, timestamp_ms)
+
+    def recent(self, user_id: str) -> list:
+        return self.store.recent(user_id)
 
 
-class RequestError(Exception):
-    def __init__(self, field: str, message: str, status: int = 422):
-        self.field, self.message, self.status = field, message, status
+class _RemoteEvents:
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def record(self, *args) -> int:
+        return await self.handle.record.remote(*args)
+
+    async def recent(self, user_id: str) -> list:
+        return await self.handle.recent.remote(user_id)
 
 
-@api.exception_handler(RequestError)
-async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse(
-        status_code=exc.status, content={"error": "invalid_request", "detail": [{"field": exc.field, "message": exc.message}]}
-    )
+class _LocalEvents:
+    def __init__(self, store):
+        self.store = store
 
+    async def record(self, *args) -> int:
+        return self.store.record(*args)
 
-@api.exception_handler(Exception)
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error")
-    return JSONResponse(status_code=500, content={"error": "internal_error", "detail": []})
-
-
-def catalog_fields(items: pa.Table) -> dict[int, dict]:
-    """item index → the catalog fields a response shows; missing values stay None (never NaN)."""
-    columns = ["item_index", "item_id", "title", "category", "brand", "price"]
-    return {row.pop("item_index"): row for row in items.select(columns).to_pylist()}
+    async def recent(self, user_id: str) -> list:
+        return self.store.recent(user_id)
 
 
 @serve.deployment
 @serve.ingress(api)
 class RecommenderDeployment:
-    def __init__(self, model_path: str, dataset_path: str, serve_config: dict):
-        from recsys.config import ServeConfig
-        from recsys.models import SeqRecModel
+    def __init__(self, serve_config: dict, index_config: dict, interaction_events: list[str], session_gap_ms: int, events=None):
+        import torch
 
         torch.set_num_threads(1)
         self.cfg = ServeConfig.model_validate(serve_config)
-        self.model = SeqRecModel.from_pretrained(model_path).eval()
-        self.model_version = Path(model_path).name
-        items = pq.read_table(Path(dataset_path) / "items.parquet")
-        self.catalog = catalog_fields(items)
-        self.index_of = {row["item_id"]: index for index, row in self.catalog.items()}
-        counts = dict(zip(items["item_index"].to_pylist(), items["train_count"].to_pylist(), strict=True))
-        seqs = pq.read_table(Path(dataset_path) / "sequences").to_pydict()
-        self.histories = dict(zip(seqs["user_id"], seqs["items"], strict=True))
-        # Most interactions in training first; ties keep catalog order.
-        self.popular = sorted(counts, key=lambda i: -counts[i])[: self.cfg.max_k]
-        self.popular_count = {i: float(counts[i]) for i in self.popular}
+        self.index_cfg = IndexConfig.model_validate(index_config)
+        self.interactions = set(interaction_events)
+        self.session_gap_ms = session_gap_ms
+        self.events = _RemoteEvents(events) if events is not None else _LocalEvents(RedisEventStore(self.cfg.events))
+        self.active: ServingModel | None = None
+        self.swap_error: str | None = None
+        self.metrics = ServingMetrics()
+        Limits.max_body_bytes, Limits.metrics = self.cfg.max_body_bytes, self.metrics
+        self._score.set_max_batch_size(self.cfg.batching.max_batch_size)
+        self._score.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
 
-        from ray.util.metrics import Counter, Histogram
+    async def reconfigure(self, user_config: dict) -> None:
+        release = IndexRelease.load(user_config["index_path"])
+        if self.active is not None and self.active.version == release.version:
+            return
+        try:
+            # Load and check in a thread: the replica keeps answering on the current version meanwhile.
+            candidate = await asyncio.to_thread(self._load_checked, release)
+        except (VersionCheckError, OSError, ValueError) as exc:
+            self.swap_error = f"{release.version}: {exc}"
+            logger.error("refused to switch to %s: %s", release.version, exc)
+            if self.active is None:
+                raise
+            return
+        old = self.active
+        self.active, self.swap_error = candidate, None
+        self.metrics.serving((old.version, old.model_version) if old else None, (candidate.version, candidate.model_version))
+        logger.info("now serving %s (was %s)", candidate.version, old.version if old else None)
 
-        self.requests = Counter("recsys_recommend_requests", "answered /recommend requests", tag_keys=("cold_start", "model_version"))
-        self.latency = Histogram(
-            "recsys_recommend_latency_ms", "scoring time of /recommend inside the replica",
-            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500], tag_keys=("model_version",),
-        )
+    def _load_checked(self, release: IndexRelease) -> ServingModel:
+        model = ServingModel(release, self.cfg, self.index_cfg)
+        model.check(self.index_cfg.min_recall_at_100)
+        return model
 
-    def _item(self, index: int, score: float) -> RecommendedItem:
-        return RecommendedItem(score=score, **self.catalog[index])
+    # ---- helpers -----------------------------------------------------------------------
+    def _model(self) -> ServingModel:
+        if self.active is None:
+            raise RequestError("service", "no model version is loaded yet", status=503)
+        return self.active
 
+    def _indices(self, model: ServingModel, ids: list[str], field: str) -> list[int]:
+        unknown = [f"{field}[{i}]={x!r}" for i, x in enumerate(ids) if x not in model.index_of]
+        if unknown:
+            raise RequestError(field, "unknown item ids: " + ", ".join(unknown[:5]))
+        return [model.index_of[x] for x in ids]
+
+    async def _user_state(self, model: ServingModel, user_id, item_ids, timestamp) -> tuple[list[int], set[int], tuple]:
+        """(history, purchased, ranking context): logged history, then live events, then the request's items."""
+        recent = item_ids or []
+        if len(recent) > self.cfg.max_history:
+            raise RequestError("item_ids", f"at most {self.cfg.max_history} items (serve.max_history), got {len(recent)}")
+        extra = self._indices(model, recent, "item_ids")
+        history = list(model.histories.get(user_id, [])) if user_id else []
+        purchased = set(model.purchased.get(user_id, ())) if user_id else set()
+        live = await self.events.recent(user_id) if user_id else []
+        now = timestamp if timestamp is not None else now_ms()
+        in_session = 0
+        for item_index, event, ts in live:
+            if event in self.interactions:
+                history.append(item_index)
+            if event == "purchase":
+                purchased.add(item_index)
+            in_session += now - ts <= self.session_gap_ms
+        return history + extra, purchased, context_of(now, in_session)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _score(self, jobs: list[tuple]) -> list[list]:
+        model, batch = jobs[0][0], [job for _, job in jobs]
+        if any(m is not model for m, _ in jobs):  # a swap happened between requests: score per version
+            for m, job in jobs:
+                m.score_jobs([job])
+        else:
+            self.metrics.stages(model.score_jobs(batch))
+        self.metrics.batch_size.observe(len(jobs))
+        return [job.results for _, job in jobs]
+
+    def _items(self, model, results, job_history, context, explain) -> list[RecommendedItem]:
+        out = []
+        for index, score, retrieval in results:
+            why = Explanation(**model.explain(job_history, index, context)) if explain else None
+            out.append(RecommendedItem(score=score, retrieval_score=retrieval, explanation=why, **model.item(index)))
+        return out
+
+    # ---- endpoints ---------------------------------------------------------------------
     @api.get("/healthz")
     def healthz(self) -> dict:
-        return {"status": "ok", "model_version": self.model_version, "items": len(self.catalog)}
+        """Liveness: the replica answers. Says which version it serves (if any yet)."""
+        m = self.active
+        return {"status": "ok", "version": m.version if m else None, "model_version": m.model_version if m else None,
+                "items": len(m.catalog) if m else 0, "swap_error": self.swap_error}
 
-    @api.post("/recommend", response_model=RecommendResponse)
-    def recommend(self, body: RecommendRequest) -> RecommendResponse:
+    @api.get("/readyz")
+    async def readyz(self) -> dict:
+        """Readiness: a checked version is loaded and the event store answers."""
+        m = self._model()
+        try:
+            await asyncio.wait_for(self.events.recent("__readyz__"), timeout=2.0)
+        except Exception as exc:  # noqa: BLE001 - any store failure means not ready
+            raise RequestError("events", f"event store unavailable: {exc}", status=503) from None
+        return {"status": "ready", "version": m.version, "ranker": "ctr" if m.ranker is not None else "retrieval"}
+
+    @api.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
+    async def recommend(self, body: RecommendRequest) -> RecommendResponse:
+        model = self._model()
         k = body.k or self.cfg.default_k
         if k > self.cfg.max_k:
             raise RequestError("k", f"k must be ≤ {self.cfg.max_k} (serve.max_k), got {k}")
-        recent = body.item_ids or []
-        if len(recent) > self.cfg.max_history:
-            raise RequestError("item_ids", f"at most {self.cfg.max_history} items (serve.max_history), got {len(recent)}")
-        unknown = [f"item_ids[{i}]={x!r}" for i, x in enumerate(recent) if x not in self.index_of]
-        if unknown:
-            raise RequestError("item_ids", "unknown item ids: " + ", ".join(unknown[:5]))
-        history = list(self.histories.get(body.user_id, [])) + [self.index_of[x] for x in recent]
-        started = time.perf_counter()
-        response = self._recommend(body.user_id, history, k)
-        self.latency.observe((time.perf_counter() - started) * 1000, tags={"model_version": self.model_version})
-        self.requests.inc(tags={"cold_start": str(response.cold_start).lower(), "model_version": self.model_version})
-        return response
-
-    def _recommend(self, user_id: str | None, history: list[int], k: int) -> RecommendResponse:
+        history, purchased, context = await self._user_state(model, body.user_id, body.item_ids, body.timestamp)
+        f = body.filters
+        filters = Filters(f.categories, f.price_min, f.price_max, f.exclude_purchased) if f else None
+        exclude = (set(history) if self.cfg.exclude_history else set()) | (purchased if f and f.exclude_purchased else set())
+        allowed = model.allowed(filters, exclude)
+        base = dict(user_id=body.user_id, version=model.version, model_version=model.model_version)
         if not history:
-            items = [self._item(i, self.popular_count[i]) for i in self.popular[:k]]
-            return RecommendResponse(user_id=user_id, cold_start=True, model_version=self.model_version, items=items)
-        scores = self.model.score_histories([history])[0]
-        if self.cfg.exclude_history:
-            scores[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
-        top = torch.topk(scores, k=min(k, int(torch.isfinite(scores).sum())))
-        items = [self._item(int(i), float(s)) for s, i in zip(top.values, top.indices, strict=True)]
-        return RecommendResponse(user_id=user_id, cold_start=False, model_version=self.model_version, items=items)
+            self.metrics.cold_start.inc()
+            items = [RecommendedItem(score=s, **model.item(i)) for i, s in model.popular_items(k, allowed)]
+            return RecommendResponse(cold_start=True, ranker="popularity", items=items, **base)
+        job = Job(history=history, k=k, context=context, allowed=allowed)
+        results = await self._score((model, job))
+        ranker = "ctr" if model.ranker is not None else "retrieval"
+        return RecommendResponse(cold_start=False, ranker=ranker, items=self._items(model, results, history, context, body.explain), **base)
+
+    @api.post("/rank", response_model=RecommendResponse, response_model_exclude_none=True)
+    async def rank(self, body: RankRequest) -> RecommendResponse:
+        model = self._model()
+        if len(body.candidates) > self.cfg.candidates:
+            raise RequestError("candidates", f"at most {self.cfg.candidates} candidates (serve.candidates), got {len(body.candidates)}")
+        candidates = self._indices(model, body.candidates, "candidates")
+        history, _, context = await self._user_state(model, body.user_id, body.item_ids, body.timestamp)
+        base = dict(user_id=body.user_id, version=model.version, model_version=model.model_version)
+        if not history:
+            ranked = sorted(candidates, key=lambda i: -model.catalog[i]["train_count"])
+            items = [RecommendedItem(score=float(model.catalog[i]["train_count"]), **model.item(i)) for i in ranked]
+            return RecommendResponse(cold_start=True, ranker="popularity", items=items, **base)
+        results = model.rank_given(history, candidates, context)
+        ranker = "ctr" if model.ranker is not None else "retrieval"
+        return RecommendResponse(cold_start=False, ranker=ranker, items=self._items(model, results, history, context, body.explain), **base)
+
+    @api.post("/events", response_model=EventResponse)
+    async def record_event(self, body: EventRequest) -> EventResponse:
+        model = self._model()
+        index = self._indices(model, [body.item_id], "item_id")[0]
+        count = await self.events.record(body.user_id, index, body.event, body.timestamp if body.timestamp is not None else now_ms())
+        return EventResponse(user_id=body.user_id, recorded=True, recent_events=count)
+
+    @api.get("/items/{item_id}", response_model=ItemResponse)
+    def get_item(self, item_id: str) -> ItemResponse:
+        model = self._model()
+        index = model.index_of.get(item_id)
+        if index is None:
+            raise RequestError("item_id", f"no item {item_id!r} in the served catalog (version {model.version})", status=404)
+        row = model.catalog[index]
+        return ItemResponse(attributes=row["attributes"] or [], train_count=row["train_count"], **model.item(index))
+
+
+def default_events_folder(artifacts_root: Path) -> Path:
+    return artifacts_root / "serving" / "events"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_ingress() -> str:
+    """HAProxy ingress where the binary is installed (.ci/run installs it), else Serve's proxy."""
+    return "haproxy" if shutil.which("haproxy") else "proxy"
+
+
 def tiny_config_dict(root: Path) -> dict:
     """A shop and model small enough that every stage takes seconds on 2 cores."""
     return {
@@ -29,7 +35,7 @@ def tiny_config_dict(root: Path) -> dict:
         "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.01, "zero_stage": 2, "attribute_loss_weight": 0.5},
         "finetune": {"epochs": 3, "batch_size": 32, "lr": 0.01, "zero_stage": 2},
         "eval": {"ks": [5, 10]},
-        "serve": {"port": free_port(), "max_k": 50},
+        "serve": {"port": free_port(), "max_k": 50, "candidates": 30, "ingress": serve_ingress()},
     }
 
 
@@ -37,10 +43,10 @@ def tiny_config_dict(root: Path) -> dict:
 def ray_session():
     import ray
 
-    from recsys.config import ClusterConfig
+    from recsys.config import ClusterConfig, ServeConfig
     from recsys.runtime import init_ray, quiet_ray_data
 
-    init_ray(ClusterConfig(num_cpus=4, object_store_memory_mb=512))
+    init_ray(ClusterConfig(num_cpus=4, object_store_memory_mb=512), serve=ServeConfig(ingress=serve_ingress()))
     quiet_ray_data()
     yield
     ray.shutdown()
@@ -73,3 +79,68 @@ def tiny_run(ray_session, tmp_path_factory) -> TinyRun:
         run_stage(cfg, "finetune", dataset, init_from=pretrained.model_path, fault={"epoch": 0, "kind": "raise", "marker": str(root / "fault-fired")})
     finetuned = stages.finetune(cfg, dataset)
     return TinyRun(config_path, cfg, dataset, pretrained, failure.value, finetuned)
+
+
+@dataclass
+class Served:
+    base: str
+    cfg: object
+    config_path: Path
+    current: object  # IndexRelease served at start: fine-tuned model + CTR ranker
+    other: object  # IndexRelease of another model version (the pretrained encoder, retrieval ranker)
+    ctr_path: Path
+
+
+def publish_untrained_ctr(cfg, finetuned: Path) -> Path:
+    """A CTR ranker initialised from the fine-tuned model, published like the ctr stage does.
+    Its head is untrained: serving tests check the mechanics (parity, explanations, swap); the
+    ctr stage's learning is test_training's business."""
+    import json
+
+    from recsys.artifacts import model_dir, publish_folder
+    from recsys.models import SeqRecForCTR
+
+    scratch = Path(cfg.artifacts_root) / "scratch-ctr"
+    SeqRecForCTR.from_retrieval_model(finetuned).save_pretrained(scratch)
+    meta = json.loads((finetuned / "recsys.json").read_text()) | {"stage": "ctr", "init_from": str(finetuned)}
+    return publish_folder(scratch, model_dir(cfg.artifacts_root, cfg.run_name, "ctr"), "untrained-head", meta)
+
+
+@pytest.fixture(scope="session")
+def served(tiny_run) -> Served:
+    """Serve running the tiny run: the fine-tuned model + CTR ranker, with a second published version to swap to."""
+    from ray import serve
+
+    from recsys import stages
+    from recsys.config import load_config
+    from serving.app import build_app
+    from serving.serve_config import http_options
+
+    retrieval_only = load_config(tiny_run.config_path, ["serve.ranker=retrieval"])
+    other = stages.index(retrieval_only, tiny_run.pretrained.model_path)
+    ctr_path = publish_untrained_ctr(tiny_run.cfg, tiny_run.finetuned.model_path)
+    current = stages.index(tiny_run.cfg, tiny_run.finetuned.model_path)
+    assert current.manifest["ranker_path"] == str(ctr_path)
+    cfg = tiny_run.cfg
+    serve.start(http_options=http_options(cfg.serve))
+    serve.run(build_app({"config": str(tiny_run.config_path)}), name="recommender", route_prefix="/")
+    base = f"http://127.0.0.1:{cfg.serve.port}"
+    wait_ready(base + "/readyz")
+    yield Served(base, cfg, tiny_run.config_path, current, other, ctr_path)
+    serve.shutdown()
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready within {timeout_s}s")

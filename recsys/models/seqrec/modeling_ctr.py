@@ -70,15 +70,29 @@ class SeqRecForCTR(PreTrainedModel):
         """(B, L) right-aligned histories, (B,) candidate item indices, (B, 3) context codes
         [hour, weekday, session_position] → click log-odds; with (B,) 0/1 labels, the mean BCE."""
         u = self.seqrec.encode(input_ids, causal=True)[:, -1]
-        v = self.seqrec.items(candidates)
+        logits, dot = self._logits(u, self.seqrec.items(candidates), context)
+        loss = None if labels is None else F.binary_cross_entropy_with_logits(logits, labels.float())
+        return CTROutput(loss=loss, logits=logits, retrieval_scores=dot)
+
+    def _logits(self, u: torch.Tensor, v: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         c = sum(
-            emb(context[:, i].clamp(0, size - 1))
+            emb(context[..., i].clamp(0, size - 1))
             for i, (size, emb) in enumerate(zip(CONTEXT_SIZES.values(), self.context.values(), strict=True))
         )
         dot = (u * v).sum(-1)
-        logits = self.head(torch.cat([u, v, u * v, c], dim=-1)).squeeze(-1) + self.dot_scale * dot
-        loss = None if labels is None else F.binary_cross_entropy_with_logits(logits, labels.float())
-        return CTROutput(loss=loss, logits=logits, retrieval_scores=dot)
+        return self.head(torch.cat([u, v, u * v, c], dim=-1)).squeeze(-1) + self.dot_scale * dot, dot
+
+    @torch.no_grad()
+    def rank(self, histories: list[list[int]], candidates: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Click log-odds of many candidates per history with one encoder pass per history:
+        (B,) histories, (B, C) candidate indices, (B, 3) context → (B, C). Equal to `forward`'s
+        logits for each (history, candidate) pair; serving ranks with this."""
+        device = self.seqrec.items.item_attributes.device
+        u = self.seqrec.encode(left_pad(histories, self.config.max_seq_len).to(device), causal=True)[:, -1]
+        candidates = torch.as_tensor(candidates, device=device)
+        v = self.seqrec.items(candidates)  # (B, C, H)
+        context = torch.as_tensor(context, device=device)[:, None, :].expand(-1, candidates.shape[1], -1)
+        return self._logits(u[:, None, :].expand_as(v), v, context)[0]
 
     @torch.no_grad()
     def score(self, histories: list[list[int]], candidates, context) -> CTROutput:

@@ -276,3 +276,15 @@ class SeqRecModel(PreTrainedModel):
         and serving share, so they cannot disagree. (B,) histories → (B, N + 2)."""
         device = self.items.item_attributes.device
         return self.score_next(left_pad(histories, self.config.max_seq_len).to(device))
+
+    @torch.no_grad()
+    def user_vectors(self, histories: list[list[int]]) -> torch.Tensor:
+        """(B,) raw item-index histories → (B, H) query vectors: score(item) = user · item_vectors()[item],
+        the same numbers `score_histories` gives (ANN retrieval searches with these)."""
+        device = self.items.item_attributes.device
+        return self.encode(left_pad(histories, self.config.max_seq_len).to(device), causal=True)[:, -1]
+
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """(N, H) vectors of the real items 1..N (row i-1 is item index i): what the ANN index holds."""
+        return self.items.catalog()[1 : self.config.num_items + 1]

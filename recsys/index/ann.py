@@ -1,0 +1,115 @@
+"""FAISS item index: exact inner product for small catalogs, HNSW or IVF for large ones.
+
+Items are stored under FAISS id `item_index - 1` (item indices start at 1; 0 is padding), so a
+search answers item indices directly. Filters (exclusions, category, price) reach FAISS as a
+bitmap selector, so a filtered query still returns its k best allowed items.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from recsys.config import IndexConfig
+
+INDEX_FILE = "items.faiss"
+
+
+def choose_kind(cfg: IndexConfig, num_items: int) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "flat" if num_items < cfg.exact_below else "hnsw"
+
+
+def _ivf_nlist(cfg: IndexConfig, num_items: int) -> int:
+    return cfg.ivf_nlist or max(1, min(num_items // 39, int(4 * math.sqrt(num_items))))
+
+
+@dataclass
+class ItemIndex:
+    index: faiss.Index
+    kind: str
+    num_items: int
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, cfg: IndexConfig, kind: str | None = None) -> ItemIndex:
+        """vectors: (N, H) float32, row i-1 = item index i."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        kind = kind or choose_kind(cfg, n)
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = cfg.hnsw_ef_construction
+            index.hnsw.efSearch = cfg.hnsw_ef_search
+        elif kind == "ivf":
+            nlist = _ivf_nlist(cfg, n)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(cfg.seed)
+            sample = vectors[rng.choice(n, size=min(n, 256 * nlist), replace=False)]
+            index.train(sample)
+            index.nprobe = min(cfg.ivf_nprobe, nlist)
+        else:
+            raise ValueError(f"index.kind must be one of auto, flat, hnsw, ivf; got {kind!r}")
+        index.add(vectors)
+        return cls(index, kind, n)
+
+    def save(self, folder: Path) -> None:
+        faiss.write_index(self.index, str(folder / INDEX_FILE))
+
+    @classmethod
+    def load(cls, folder: Path, kind: str, cfg: IndexConfig | None = None) -> ItemIndex:
+        index = faiss.read_index(str(Path(folder) / INDEX_FILE))
+        if cfg is not None and kind == "hnsw":
+            index.hnsw.efSearch = cfg.hnsw_ef_search
+        if cfg is not None and kind == "ivf":
+            index.nprobe = min(cfg.ivf_nprobe, index.nlist)
+        return cls(index, kind, index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(B, H) queries → (scores, item indices), each (B, k), best first; item index 0 marks
+        'no more allowed items'. `allowed`: (N,) bool, position i is item index i + 1; shared by the batch."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.num_items)
+        if allowed is not None:
+            packed = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.num_items, faiss.swig_ptr(packed))
+            params = self._with_selector(selector)
+            scores, ids = self.index.search(queries, k, params=params)
+        else:
+            scores, ids = self.index.search(queries, k)
+        return scores, ids + 1  # FAISS's -1 (nothing left) becomes item index 0
+
+    def _with_selector(self, selector):
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+        if self.kind == "ivf":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
+        return faiss.SearchParameters(sel=selector)
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k item indices by inner product (the recall reference), (B, k)."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))[1] + 1
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k that the index returned."""
+    hits = [len(set(f.tolist()) & set(e.tolist())) / len(e) for f, e in zip(found, exact, strict=True)]
+    return float(np.mean(hits))
+
+
+def queries_per_second(index: ItemIndex, queries: np.ndarray, k: int) -> float:
+    """One query per call, as serving searches: the QPS a replica's thread gets."""
+    started = time.perf_counter()
+    for q in queries:
+        index.search(q[None], k)
+    return len(queries) / (time.perf_counter() - started)

@@ -1,0 +1,219 @@
+"""One servable version — retrieval model + ANN index + optional CTR ranker + catalog — and the
+compute of every endpoint, with no Ray in it: the Serve deployment and the bare baseline
+(benchmarks/serving.py) run exactly this code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from recsys.config import IndexConfig, ServeConfig
+from recsys.index import IndexRelease, ItemIndex, exact_top_k, recall_at_k
+from recsys.models.seqrec.modeling_ctr import CONTEXT_SIZES
+
+CATALOG_FIELDS = ["item_id", "title", "category", "brand", "price"]
+
+
+class VersionCheckError(RuntimeError):
+    """A version failed its load-time checks (recall, smoke query); it is never switched to."""
+
+
+@dataclass
+class Filters:
+    categories: list[str] | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    exclude_purchased: bool = False
+
+
+@dataclass
+class Job:
+    """One request's scoring work: what the batched step needs and nothing more."""
+
+    history: list[int]
+    k: int
+    context: tuple[int, int, int]
+    allowed: np.ndarray | None = None  # (N,) bool, position i = item index i + 1
+    explain: bool = False
+    results: list = field(default_factory=list)
+
+
+def context_of(timestamp_ms: int, session_position: int) -> tuple[int, int, int]:
+    """[hour, weekday, session_position] as the CTR examples encode them (UTC; Monday = 0)."""
+    t = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+    return t.hour, t.weekday(), min(session_position, CONTEXT_SIZES["session_position"] - 1)
+
+
+class ServingModel:
+    def __init__(self, release: IndexRelease, serve: ServeConfig, index_cfg: IndexConfig):
+        from recsys.models import SeqRecForCTR, SeqRecModel
+
+        m = release.manifest
+        self.version, self.model_version, self.serve = release.version, m["model_version"], serve
+        self.model = SeqRecModel.from_pretrained(m["model_path"]).eval()
+        self.ranker = None
+        if serve.ranker == "ctr" and not m.get("ranker_path"):
+            raise VersionCheckError(f"serve.ranker is ctr but index version {self.version} names no CTR model; run the ctr stage, then the index stage")
+        if m.get("ranker_path") and serve.ranker != "retrieval":
+            self.ranker = SeqRecForCTR.from_pretrained(m["ranker_path"]).eval()
+        self.index = ItemIndex.load(release.path, m["kind"], index_cfg)
+        self.manifest = m
+        self._load_catalog(Path(m["dataset_path"]))
+
+    # ---- catalog and users -------------------------------------------------------------
+    def _load_catalog(self, dataset: Path) -> None:
+        items = pq.read_table(dataset / "items.parquet").sort_by("item_index")
+        n = self.model.config.num_items
+        if items.num_rows != n or self.index.num_items != n:
+            raise VersionCheckError(f"catalog has {items.num_rows} items, model {n}, index {self.index.num_items}: they must agree")
+        rows = items.select(["item_index", *CATALOG_FIELDS, "attributes", "train_count"]).to_pylist()
+        self.catalog = {r["item_index"]: r for r in rows}
+        self.index_of = {r["item_id"]: r["item_index"] for r in rows}
+        self.categories = np.asarray([r["category"] or "" for r in rows], dtype=object)
+        self.prices = np.asarray([np.nan if r["price"] is None else r["price"] for r in rows], dtype=np.float64)
+        counts = np.asarray([r["train_count"] for r in rows], dtype=np.int64)
+        self.popular = (np.argsort(-counts, kind="stable") + 1).tolist()  # item indices, most trained-on first
+        seqs = pq.read_table(dataset / "sequences", columns=["user_id", "items"]).to_pydict()
+        self.histories = dict(zip(seqs["user_id"], seqs["items"], strict=True))
+        self.purchased: dict[str, set[int]] = {}
+        if (dataset / "events").exists():
+            ev = pq.read_table(dataset / "events", columns=["user_id", "item_id", "event_type"])
+            ev = ev.filter(pc.equal(ev["event_type"], "purchase"))
+            for user, item in zip(ev["user_id"].to_pylist(), ev["item_id"].to_pylist(), strict=True):
+                if item in self.index_of:
+                    self.purchased.setdefault(user, set()).add(self.index_of[item])
+
+    def item(self, index: int) -> dict:
+        return {k: self.catalog[index][k] for k in CATALOG_FIELDS}
+
+    def allowed(self, filters: Filters | None, exclude: set[int]) -> np.ndarray | None:
+        """(N,) bool of items a request may return, or None when nothing is filtered."""
+        if not exclude and (filters is None or (filters.categories is None and filters.price_min is None and filters.price_max is None)):
+            return None
+        mask = np.ones(self.index.num_items, dtype=bool)
+        if filters is not None:
+            if filters.categories is not None:
+                mask &= np.isin(self.categories, filters.categories)
+            if filters.price_min is not None:
+                mask &= self.prices >= filters.price_min  # NaN prices never pass a price filter
+            if filters.price_max is not None:
+                mask &= self.prices <= filters.price_max
+        if exclude:
+            mask[np.fromiter(exclude, dtype=np.int64, count=len(exclude)) - 1] = False
+        return mask
+
+    def popular_items(self, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        picked = [i for i in self.popular if allowed is None or allowed[i - 1]][:k]
+        return [(i, float(self.catalog[i]["train_count"])) for i in picked]
+
+    # ---- scoring -----------------------------------------------------------------------
+    def user_vectors(self, histories: list[list[int]]) -> np.ndarray:
+        return self.model.user_vectors([h[-self.model.config.max_seq_len :] for h in histories]).numpy()
+
+    def rank_logits(self, histories: list[list[int]], candidates: list[list[int]], contexts: list[tuple]) -> list[np.ndarray]:
+        """CTR log-odds of each history's candidates (one encoder pass per history)."""
+        width = max(len(c) for c in candidates)
+        padded = torch.tensor([c + [c[0]] * (width - len(c)) for c in candidates], dtype=torch.long)
+        trimmed = [h[-self.model.config.max_seq_len :] for h in histories]
+        logits = self.ranker.rank(trimmed, padded, torch.tensor(contexts, dtype=torch.long)).numpy()
+        return [row[: len(c)] for row, c in zip(logits, candidates, strict=True)]
+
+    def score_jobs(self, jobs: list[Job]) -> dict:
+        """Retrieve then rank every job (one batch); fills job.results with
+        (item index, score, retrieval score) best first. Returns stage timings in ms."""
+        t0 = time.perf_counter()
+        users = self.user_vectors([j.history for j in jobs])
+        t1 = time.perf_counter()
+        candidates, retrieval = [], []
+        for job, u in zip(jobs, users, strict=True):
+            n = max(job.k, self.serve.candidates) if self.ranker is not None else job.k
+            scores, ids = self.index.search(u[None], n, job.allowed)
+            keep = ids[0] > 0
+            candidates.append(ids[0][keep].tolist())
+            retrieval.append(scores[0][keep])
+        t2 = time.perf_counter()
+        ranked = [j for j, c in zip(jobs, candidates, strict=True) if c]
+        if self.ranker is not None and ranked:
+            probs = iter(
+                1 / (1 + np.exp(-lg))
+                for lg in self.rank_logits([j.history for j in ranked], [c for c in candidates if c], [j.context for j in ranked])
+            )
+        for job, cands, rscores in zip(jobs, candidates, retrieval, strict=True):
+            final = next(probs) if self.ranker is not None and cands else rscores
+            order = np.argsort(-final, kind="stable")[: job.k]
+            job.results = [(cands[i], float(final[i]), float(rscores[i])) for i in order]
+        t3 = time.perf_counter()
+        return {"encode_ms": (t1 - t0) * 1e3, "ann_ms": (t2 - t1) * 1e3, "rank_ms": (t3 - t2) * 1e3}
+
+    def rank_given(self, history: list[int], candidates: list[int], context: tuple) -> list[tuple[int, float, float]]:
+        """POST /rank: score the caller's candidates (no retrieval), best first."""
+        u = self.user_vectors([history])[0]
+        vectors = self.model.items(torch.as_tensor(candidates)).detach().numpy()
+        retrieval = vectors @ u
+        final = 1 / (1 + np.exp(-self.rank_logits([history], [candidates], [context])[0])) if self.ranker is not None else retrieval
+        order = np.argsort(-final, kind="stable")
+        return [(candidates[i], float(final[i]), float(retrieval[i])) for i in order]
+
+    # ---- explanations ------------------------------------------------------------------
+    @torch.no_grad()
+    def explain(self, history: list[int], item: int, context: tuple, top: int = 3) -> dict:
+        """What drove `item`'s score, from the model itself:
+        - history: each history item's occlusion effect (score with it minus score without it),
+          on the score the response ranks by;
+        - attributes: the exact additive share of each of the item's attributes (and its id) in
+          the retrieval score u·v, since v = id vector + mean of its attribute vectors."""
+        history = history[-self.model.config.max_seq_len :]
+        variants = [history] + [history[:j] + history[j + 1 :] for j in range(len(history))]
+        variants = [v or [self.model.config.pad_index] for v in variants]
+        if self.ranker is not None:
+            scores = self.rank_logits(variants, [[item]] * len(variants), [context] * len(variants))
+            scores = np.asarray([s[0] for s in scores])
+        else:
+            scores = self.user_vectors(variants) @ self.model.items(torch.tensor([item]))[0].numpy()
+        effects = scores[0] - scores[1:]
+        order = np.argsort(-effects, kind="stable")[:top]
+        u = torch.as_tensor(self.user_vectors([history])[0])
+        emb = self.model.items
+        parts = [{"attribute": "item id", "contribution": float(u @ emb.id_embedding.weight[item])}]
+        if emb.use_attributes:
+            attrs = emb.item_attributes[item]
+            present = attrs[attrs > 0]
+            names = self.catalog[item]["attributes"] or []
+            for pos, a in enumerate(present.tolist()):
+                share = float(u @ emb.attribute_embedding.weight[a]) / len(present)
+                parts.append({"attribute": names[pos] if pos < len(names) else f"attribute {a}", "contribution": share})
+        if emb.use_text:
+            parts.append({"attribute": "text", "contribution": float(u @ emb.text_projection(emb.item_text[item]))})
+        return {
+            "score_explained": "ctr_logit" if self.ranker is not None else "retrieval",
+            "history": [{"item_id": self.catalog[history[j]]["item_id"], "effect": float(effects[j])} for j in order if history[j] in self.catalog],
+            "attributes": sorted(parts, key=lambda p: -abs(p["contribution"])),
+        }
+
+    # ---- checks before a version may serve ---------------------------------------------
+    def check(self, min_recall: float, queries: int = 64) -> dict:
+        """Recall@100 of the loaded index against exact search on real users, plus one smoke
+        query end to end; raises VersionCheckError instead of letting a bad version serve."""
+        users = [u for u in list(self.histories)[:queries] if self.histories[u]]
+        if not users:
+            raise VersionCheckError(f"version {self.version}: no user histories to check with")
+        q = self.user_vectors([list(self.histories[u]) for u in users])
+        k = min(100, self.index.num_items)
+        vectors = self.model.item_vectors().numpy()
+        recall = recall_at_k(self.index.search(q, k)[1], exact_top_k(vectors, q, k))
+        if recall < min_recall:
+            raise VersionCheckError(f"version {self.version}: recall@{k} {recall:.4f} < index.min_recall_at_100 {min_recall}")
+        job = Job(history=list(self.histories[users[0]]), k=min(10, self.index.num_items), context=context_of(0, 0))
+        self.score_jobs([job])
+        if not job.results or not all(np.isfinite(s) for _, s, _ in job.results):
+            raise VersionCheckError(f"version {self.version}: the smoke query returned {job.results!r}")
+        return {"recall_at_100": recall, "smoke_items": len(job.results)}
+

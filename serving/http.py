@@ -1,0 +1,132 @@
+"""The FastAPI application the Serve ingress wraps: error shapes, body-size limit, per-endpoint metrics.
+
+Every error is JSON `{"error": ..., "detail": [{"field", "message"}]}`; validation errors name
+the field (422), oversized bodies answer 413 before they are read, and an unexpected exception
+answers 500 without killing the replica.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from serving.schemas import ErrorResponse
+
+logger = logging.getLogger("ray.serve")
+
+
+class RequestError(Exception):
+    def __init__(self, field: str, message: str, status: int = 422):
+        self.field, self.message, self.status = field, message, status
+
+
+def error_body(error: str, field: str, message: str) -> dict:
+    return {"error": error, "detail": [{"field": field, "message": message}]}
+
+
+class Limits:
+    """Set by the replica from serve config before it takes traffic."""
+
+    max_body_bytes = 65_536
+    metrics = None  # serving.metrics.ServingMetrics
+
+
+class GuardMiddleware:
+    """Pure ASGI: refuse bodies over `Limits.max_body_bytes` with 413 (by Content-Length, or while
+    streaming when it is absent or lies), and record every response's latency and status."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+        limit = Limits.max_body_bytes
+        route = scope.get("path", "")
+
+        async def reply(code: int, body: dict) -> None:
+            payload = json.dumps(body).encode()
+            status["code"] = code
+            await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+
+        def too_large() -> dict:
+            return error_body("payload_too_large", "body", f"request bodies are limited to {limit} bytes (serve.max_body_bytes)")
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            oversized = declared is not None and int(declared) > limit
+        except ValueError:
+            oversized = False
+        if oversized:
+            await reply(413, too_large())
+        else:
+            seen = 0
+
+            async def limited_receive():
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise _BodyTooLarge
+                return message
+
+            async def recording_send(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, recording_send)
+            except _BodyTooLarge:
+                await reply(413, too_large())
+        if Limits.metrics is not None:
+            Limits.metrics.request(route, status["code"], (time.perf_counter() - started) * 1000)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+api = FastAPI(
+    title="recsys-platform serving",
+    description="Recommendations, ranking and real-time events from a transformer trained on behaviour sequences.",
+    responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+)
+api.add_middleware(GuardMiddleware)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict]:
+    out = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
+        out.append({"field": field, "message": err.get("msg", "invalid value")})
+    return out
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": _field_errors(exc)})
+
+
+@api.exception_handler(RequestError)
+async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+    kind = "not_found" if exc.status == 404 else "unavailable" if exc.status == 503 else "invalid_request"
+    return JSONResponse(status_code=exc.status, content=error_body(kind, exc.field, exc.message))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error")
+    return JSONResponse(status_code=500, content={"error": "internal_error", "detail": []})

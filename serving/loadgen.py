@@ -1,0 +1,82 @@
+"""Closed-loop HTTP load: N clients, each sending its next request when the last one answered.
+
+Run as its own process so the load does not share an interpreter with the server:
+
+    python -m serving.loadgen --url http://127.0.0.1:8000/recommend --bodies bodies.json \
+        --concurrency 16 --seconds 10
+
+Prints one JSON object: p50_ms, p99_ms, qps, errors (non-2xx answers or failed connections),
+requests and statuses (a count per status code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+
+import aiohttp
+import numpy as np
+
+
+async def _client(session, url, bodies, offset, stop_at, latencies, statuses) -> None:
+    i = offset
+    while time.perf_counter() < stop_at:
+        body = bodies[i % len(bodies)]
+        i += 1
+        started = time.perf_counter()
+        try:
+            async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
+                await answer.read()
+                status = answer.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            status = type(exc).__name__
+        latencies.append(time.perf_counter() - started)
+        statuses[status] += 1
+
+
+async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: float, warmup_s: float = 1.0) -> dict:
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        if warmup_s > 0:
+            await asyncio.gather(*(_client(session, url, bodies, c, time.perf_counter() + warmup_s, [], Counter()) for c in range(concurrency)))
+        latencies: list[float] = []
+        statuses: Counter = Counter()
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(*(_client(session, url, bodies, c * 7919, stop_at, latencies, statuses) for c in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1000
+    ok = sum(n for s, n in statuses.items() if isinstance(s, int) and 200 <= s < 300)
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+        "qps": round(ok / elapsed, 1),
+        "errors": len(latencies) - ok,
+        "statuses": {str(s): n for s, n in sorted(statuses.items(), key=str)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="closed-loop HTTP POST load")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--bodies", required=True, help="a JSON file holding a list of request bodies")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    bodies = [json.dumps(b).encode() for b in json.loads(open(args.bodies).read())]
+    if not bodies:
+        parser.error("--bodies holds no requests")
+    print(json.dumps(asyncio.run(run_load(args.url, bodies, args.concurrency, args.seconds, args.warmup_s))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
