@@ -1,8 +1,9 @@
 """Typed Serve application builder: `serve run serving.app:build_app config=configs/demo.yaml`.
 
 The same builder is what `make serve-config` turns into the Serve config a RayService embeds.
-`index_version` picks the version to serve (default: the index stage's LATEST); changing only it
-on a running app is an in-place `reconfigure`, the zero-downtime model swap.
+`index_version` picks the version to serve at build time (default: the index stage's LATEST). To
+swap a running app without downtime, change the deployment's `user_config.index_version` in the
+Serve config (serving.serve_config, serving.deploy): that is an in-place `reconfigure`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def build_app(args: ServeArgs | dict) -> Application:
     if cfg.serve.events.backend == "memory":
         folder = cfg.serve.events.path or str(default_events_folder(cfg.artifacts_root))
         events = EventStoreDeployment.bind(folder, cfg.serve.events.model_dump(mode="json"))
-    return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config={"index_path": str(release.path)}).bind(
+    return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config={"index_version": release.version}).bind(
         cfg.serve.model_dump(mode="json"),
         cfg.index.model_dump(mode="json"),
+        str(index_parent(cfg)),
         list(cfg.data.interaction_events),
         int(cfg.data.session_gap_minutes * 60_000),
         events,

@@ -14,6 +14,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.schemas import ErrorResponse
 
@@ -37,8 +38,8 @@ class Limits:
 
 
 class GuardMiddleware:
-    """Pure ASGI: refuse bodies over `Limits.max_body_bytes` with 413 (by Content-Length, or while
-    streaming when it is absent or lies), and record every response's latency and status."""
+    """Pure ASGI: refuse bodies over `Limits.max_body_bytes` with 413 (by Content-Length, or, for a
+    chunked body, after reading at most the limit), and record every response's latency and status."""
 
     def __init__(self, app):
         self.app = app
@@ -50,6 +51,9 @@ class GuardMiddleware:
         status = {"code": 500}
         limit = Limits.max_body_bytes
         route = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and route.startswith(root):
+            route = route[len(root):]  # the app's route prefix is not part of the endpoint
 
         async def reply(code: int, body: dict) -> None:
             payload = json.dumps(body).encode()
@@ -65,35 +69,35 @@ class GuardMiddleware:
             oversized = declared is not None and int(declared) > limit
         except ValueError:
             oversized = False
+        if not oversized and declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # Chunked (no Content-Length): read up to the limit here, then replay it to the app.
+            chunks, seen, more = [], 0, True
+            while more and seen <= limit:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                seen += len(chunks[-1])
+                more = message.get("more_body", False)
+            oversized = seen > limit
+            replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+            async def buffered_receive():
+                return replay.pop() if replay else await receive()
+
+            receive = buffered_receive
         if oversized:
             await reply(413, too_large())
         else:
-            seen = 0
-
-            async def limited_receive():
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > limit:
-                        raise _BodyTooLarge
-                return message
 
             async def recording_send(message):
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
                 await send(message)
 
-            try:
-                await self.app(scope, limited_receive, recording_send)
-            except _BodyTooLarge:
-                await reply(413, too_large())
+            await self.app(scope, receive, recording_send)
         if Limits.metrics is not None:
             Limits.metrics.request(route, status["code"], (time.perf_counter() - started) * 1000)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 api = FastAPI(
@@ -124,6 +128,14 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
     kind = "not_found" if exc.status == 404 else "unavailable" if exc.status == 503 else "invalid_request"
     return JSONResponse(status_code=exc.status, content=error_body(kind, exc.field, exc.message))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing and body-parsing errors (404, 405, 400) in the same JSON shape as every other error."""
+    kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    field = "body" if exc.status_code == 400 else "path"
+    return JSONResponse(status_code=exc.status_code, content=error_body(kind, field, str(exc.detail)), headers=getattr(exc, "headers", None))
 
 
 @api.exception_handler(Exception)

@@ -32,7 +32,7 @@ async def _client(session, url, bodies, offset, stop_at, latencies, statuses) ->
             async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
                 await answer.read()
                 status = answer.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             status = type(exc).__name__
         latencies.append(time.perf_counter() - started)
         statuses[status] += 1

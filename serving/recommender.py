@@ -7,7 +7,7 @@ concurrent requests with `@serve.batch` (one encoder pass, one ranker pass per b
 hop is to the event store, which must be one owner of state however many ingress replicas run;
 with the Redis backend there is no hop at all.
 
-Model swap: `user_config: {index_path}` names the version to serve. `reconfigure` loads a new
+Model swap: `user_config: {index_version}` names the version to serve. `reconfigure` loads a new
 version beside the current one, checks its recall and a smoke query, then switches one reference;
 requests that started on the old version finish on it. A version that fails its checks is never
 switched to (the replica keeps serving the old one and reports the failure).
@@ -23,7 +23,7 @@ from ray import serve
 
 from recsys.config import EventStoreConfig, IndexConfig, ServeConfig
 from recsys.index import IndexRelease
-from serving.engine import Filters, Job, ServingModel, VersionCheckError, context_of
+from serving.engine import Filters, Job, ServingModel, context_of
 from serving.events import MemoryEventStore, RedisEventStore, now_ms
 from serving.http import Limits, RequestError, api
 from serving.metrics import ServingMetrics
@@ -80,12 +80,13 @@ class _LocalEvents:
 @serve.deployment
 @serve.ingress(api)
 class RecommenderDeployment:
-    def __init__(self, serve_config: dict, index_config: dict, interaction_events: list[str], session_gap_ms: int, events=None):
+    def __init__(self, serve_config: dict, index_config: dict, index_root: str, interaction_events: list[str], session_gap_ms: int, events=None):
         import torch
 
         torch.set_num_threads(1)
         self.cfg = ServeConfig.model_validate(serve_config)
         self.index_cfg = IndexConfig.model_validate(index_config)
+        self.index_root = Path(index_root)
         self.interactions = set(interaction_events)
         self.session_gap_ms = session_gap_ms
         self.events = _RemoteEvents(events) if events is not None else _LocalEvents(RedisEventStore(self.cfg.events))
@@ -97,13 +98,19 @@ class RecommenderDeployment:
         self._score.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
 
     async def reconfigure(self, user_config: dict) -> None:
-        release = IndexRelease.load(user_config["index_path"])
+        try:
+            release = IndexRelease.load(self.index_root / str(user_config["index_version"]))
+        except (KeyError, OSError, ValueError) as exc:
+            self.swap_error = f"user_config {user_config!r}: {exc!r}"
+            if self.active is None:
+                raise
+            return
         if self.active is not None and self.active.version == release.version:
             return
         try:
             # Load and check in a thread: the replica keeps answering on the current version meanwhile.
             candidate = await asyncio.to_thread(self._load_checked, release)
-        except (VersionCheckError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever broke the new version, the current one keeps serving
             self.swap_error = f"{release.version}: {exc}"
             logger.error("refused to switch to %s: %s", release.version, exc)
             if self.active is None:
@@ -174,7 +181,8 @@ class RecommenderDeployment:
         """Liveness: the replica answers. Says which version it serves (if any yet)."""
         m = self.active
         return {"status": "ok", "version": m.version if m else None, "model_version": m.model_version if m else None,
-                "items": len(m.catalog) if m else 0, "swap_error": self.swap_error}
+                "items": len(m.catalog) if m else 0, "swap_error": self.swap_error,
+                "replica": serve.get_replica_context().replica_id.unique_id}
 
     @api.get("/readyz")
     async def readyz(self) -> dict:

@@ -47,20 +47,33 @@ def http_options(serve: ServeConfig) -> dict:
     return options
 
 
-def serve_config(cfg: RecsysConfig, config_path: str) -> dict:
-    """Serve config with `config_path` as the builder's argument (the path inside the pods)."""
+def application(cfg: RecsysConfig, config_path: str, name: str = APP_NAME, route_prefix: str | None = None,
+                index_version: str | None = None, overrides: list[str] | None = None) -> dict:
+    """One application entry; `cfg` must already carry `overrides` (they also travel as args)."""
+    args: dict = {"config": config_path}
+    if overrides:
+        args["overrides"] = list(overrides)
+    deployment = {"name": DEPLOYMENT, **deployment_options(cfg.serve)}
+    if index_version:
+        # user_config, not args: args are part of Serve's code version (a change restarts replicas),
+        # user_config is handed to the running replicas' reconfigure.
+        deployment["user_config"] = {"index_version": index_version}
     return {
-        "http_options": http_options(cfg.serve),
-        "applications": [
-            {
-                "name": APP_NAME,
-                "route_prefix": cfg.serve.route_prefix,
-                "import_path": IMPORT_PATH,
-                "args": {"config": config_path},
-                "deployments": [{"name": DEPLOYMENT, **deployment_options(cfg.serve)}],
-            }
-        ],
+        "name": name,
+        "route_prefix": route_prefix or cfg.serve.route_prefix,
+        "import_path": IMPORT_PATH,
+        "args": args,
+        "deployments": [deployment],
     }
+
+
+def serve_config(cfg: RecsysConfig, config_path: str, index_version: str | None = None) -> dict:
+    """Serve config with `config_path` as the builder's argument (the path inside the pods).
+
+    With `index_version`, the deployment's user_config names it. Changing only that and
+    redeploying (RayService, `serve deploy`, serving.deploy) is an in-place `reconfigure` of the
+    running replicas: the zero-downtime model swap."""
+    return {"http_options": http_options(cfg.serve), "applications": [application(cfg, config_path, index_version=index_version)]}
 
 
 def main(argv: list[str] | None = None) -> int:

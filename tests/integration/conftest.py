@@ -90,6 +90,9 @@ class Served:
     other: object  # IndexRelease of another model version (the pretrained encoder, retrieval ranker)
     ctr_path: Path
 
+    def wait_ready(self, path: str = "/readyz") -> None:
+        wait_ready(self.base + path)
+
 
 def publish_untrained_ctr(cfg, finetuned: Path) -> Path:
     """A CTR ranker initialised from the fine-tuned model, published like the ctr stage does.
@@ -113,8 +116,8 @@ def served(tiny_run) -> Served:
 
     from recsys import stages
     from recsys.config import load_config
-    from serving.app import build_app
-    from serving.serve_config import http_options
+    from serving.deploy import deploy_config
+    from serving.serve_config import http_options, serve_config
 
     retrieval_only = load_config(tiny_run.config_path, ["serve.ranker=retrieval"])
     other = stages.index(retrieval_only, tiny_run.pretrained.model_path)
@@ -123,7 +126,7 @@ def served(tiny_run) -> Served:
     assert current.manifest["ranker_path"] == str(ctr_path)
     cfg = tiny_run.cfg
     serve.start(http_options=http_options(cfg.serve))
-    serve.run(build_app({"config": str(tiny_run.config_path)}), name="recommender", route_prefix="/")
+    deploy_config(serve_config(cfg, str(tiny_run.config_path), current.version))
     base = f"http://127.0.0.1:{cfg.serve.port}"
     wait_ready(base + "/readyz")
     yield Served(base, cfg, tiny_run.config_path, current, other, ctr_path)

@@ -1,0 +1,264 @@
+"""Serving under stress: overload (503), timeouts (408), body limit (413), a fuzz of malformed
+requests (never a 5xx, replica alive), the model swap under load with zero failures, metrics."""
+
+import json
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+
+def test_body_over_the_limit_is_413_json(served):
+    big = {"user_id": "u", "item_ids": ["x" * 200] * 400}  # ~80 kB > serve.max_body_bytes 65,536
+    answer = requests.post(served.base + "/recommend", json=big, timeout=30)
+    assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large"
+    chunked = requests.post(served.base + "/recommend", data=(b"x" * 8192 for _ in range(12)),
+                            headers={"content-type": "application/json"}, timeout=30)  # no Content-Length
+    assert chunked.status_code == 413
+
+
+def test_request_past_its_timeout_answers_408(served):
+    answer = requests.post(served.base + "/recommend", json={"user_id": "u", "k": 5},
+                           headers={"x-request-timeout-seconds": "0.00001"}, timeout=30)
+    assert answer.status_code == 408
+    assert requests.post(served.base + "/recommend", json={"user_id": "u", "k": 5}, timeout=30).status_code == 200
+
+
+def _fuzz_cases(seed: int, n: int) -> list[tuple[str, str, bytes, dict]]:
+    rng = random.Random(seed)
+    junk = [None, True, -1, 0, 10**40, -(10**40), 1.5, "NaN", "", "x" * 5000, [], {}, [None], {"a": [1, {"b": []}]}, "ü\u0000\ud800"]
+    fields = {"/recommend": ["user_id", "item_ids", "k", "filters", "timestamp", "explain"],
+              "/rank": ["user_id", "item_ids", "candidates", "timestamp", "explain"],
+              "/events": ["user_id", "item_id", "event", "timestamp"]}
+    raw = [b"", b"{", b"[", b"null", b"42", b'"s"', b"{\"user_id\": NaN}", b"{\"k\": Infinity, \"user_id\": \"u\"}",
+           b"\xff\xfe\x00", b"{\"user_id\": \"u\", \"k\": 1e309}", b"{" * 500 + b"}" * 500]
+    cases = []
+    for i in range(n):
+        path = rng.choice(list(fields))
+        kind = i % 4
+        if kind == 0:
+            body = raw[rng.randrange(len(raw))]
+        else:
+            obj = {f: rng.choice(junk) for f in rng.sample(fields[path], rng.randint(1, len(fields[path])))}
+            if kind == 2:
+                obj["filters"] = {rng.choice(["categories", "price_min", "price_max", "exclude_purchased", "zzz"]): rng.choice(junk)}
+            if kind == 3:
+                obj[rng.choice(["extra", "K", "user id"])] = rng.choice(junk)
+            body = json.dumps(obj).encode()
+        ctype = rng.choice(["application/json", "application/json", "text/plain", "application/x-www-form-urlencoded"])
+        cases.append(("POST", path, body, {"content-type": ctype}))
+    for i in range(n // 10):
+        cases.append(("GET", rng.choice(["/items/" + "%00" * (i % 5 + 1), "/items/" + "z" * 3000, "/items/%ff%fe", "/recommend", "/nope"]), b"", {}))
+    return cases
+
+
+def test_fuzz_of_malformed_requests_never_5xx_and_replica_survives(served):
+    from ray import serve
+
+    cases = _fuzz_cases(seed=7, n=240)
+    statuses = Counter()
+    for method, path, body, headers in cases:
+        answer = requests.request(method, served.base + path, data=body, headers=headers, timeout=30)
+        statuses[answer.status_code] += 1
+        assert answer.status_code < 500, (path, body[:200], answer.status_code, answer.text[:300])
+        if answer.status_code != 200:
+            assert answer.json()["error"], answer.text  # every error is JSON with a kind
+    print(f"fuzz: {len(cases)} requests → {dict(statuses)}")
+    assert len(cases) >= 200 and sum(statuses.values()) == len(cases)
+    assert requests.get(served.base + "/readyz", timeout=10).status_code == 200
+    app = serve.status().applications["recommender"]
+    assert app.status == "RUNNING"
+    assert all(d.status == "HEALTHY" for d in app.deployments.values())
+
+
+class _Load:
+    """Closed-loop clients in threads; records every answer's status and served version."""
+
+    def __init__(self, url: str, bodies: list[dict], clients: int):
+        self.url, self.bodies, self.stop = url, bodies, threading.Event()
+        self.statuses: Counter = Counter()
+        self.versions: Counter = Counter()
+        self.failures: list = []
+        self.threads = [threading.Thread(target=self._run, args=(c,), daemon=True) for c in range(clients)]
+
+    def _run(self, c: int) -> None:
+        session = requests.Session()
+        i = c
+        while not self.stop.is_set():
+            body = self.bodies[i % len(self.bodies)]
+            i += 7
+            try:
+                answer = session.post(self.url, json=body, timeout=30)
+                self.statuses[answer.status_code] += 1
+                if answer.status_code == 200:
+                    self.versions[answer.json()["version"]] += 1
+                else:
+                    self.failures.append((answer.status_code, answer.text[:200]))
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+
+def _deploy(served, index_version: str | None, extra_apps: list[dict] | None = None) -> None:
+    """Redeploy the Serve config the way a RayService update does (declarative, in place)."""
+    from serving.deploy import deploy_config
+    from serving.serve_config import serve_config
+
+    config = serve_config(served.cfg, str(served.config_path), index_version)
+    config["applications"] += extra_apps or []
+    deploy_config(config, blocking=False)
+
+
+def _wait_version(served, version: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if requests.get(served.base + "/healthz", timeout=10).json()["version"] == version:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the app did not switch to {version}")
+
+
+def test_model_swap_under_load_fails_no_request(served, tiny_run):
+    """Swap to another model version and back while 4 clients keep asking: every answer is 200,
+    and answers came from both versions (the load spanned both swaps)."""
+    users = tiny_run.dataset.read_split("test")["user_id"].head(40).astype(str).tolist()
+    bodies = [{"user_id": u, "k": 10} for u in users] + [{"user_id": "cold-" + u, "k": 5} for u in users[:5]]
+    replica = requests.get(served.base + "/healthz", timeout=10).json()["replica"]
+    with _Load(served.base + "/recommend", bodies, clients=4) as load:
+        time.sleep(1.0)
+        _deploy(served, served.other.version)
+        _wait_version(served, served.other.version)
+        time.sleep(1.0)
+        _deploy(served, served.current.version)
+        _wait_version(served, served.current.version)
+        time.sleep(1.0)
+    print(f"swap under load: {dict(load.statuses)} answers, versions {dict(load.versions)}")
+    assert not load.failures, load.failures[:5]
+    assert requests.get(served.base + "/healthz", timeout=10).json()["replica"] == replica  # in place, not a restart
+    assert load.versions[served.other.version] > 0 and load.versions[served.current.version] > 0
+    assert sum(load.statuses.values()) > 50
+
+
+def test_swap_to_a_version_failing_its_checks_keeps_serving_the_old_one(served, tmp_path):
+    """A version whose index is corrupt is refused: the replica keeps the current version and says why."""
+    broken = served.current.path.parent / "broken-version"
+    if not broken.exists():
+        shutil.copytree(served.current.path, broken)
+        manifest = json.loads((broken / "manifest.json").read_text()) | {"version": "broken-version"}
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+        (broken / "items.faiss").write_bytes(b"not an index")
+    _deploy(served, "broken-version")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not requests.get(served.base + "/healthz", timeout=10).json()["swap_error"]:
+        time.sleep(0.2)
+    health = requests.get(served.base + "/healthz", timeout=10).json()
+    assert health["version"] == served.current.version and "broken-version" in health["swap_error"]
+    assert requests.post(served.base + "/recommend", json={"user_id": "u", "k": 3}, timeout=30).status_code == 200
+    _deploy(served, served.current.version)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "yes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    import redis
+
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port).ping()
+            break
+        except redis.RedisError:
+            time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_overload_answers_503_and_recovers_with_redis_events(served, tiny_run, redis_url):
+    """A second app: one request at a time, one queued, a slow batch window, events in Redis.
+    24 simultaneous clients: the excess gets 503 at once, nothing else fails, and afterwards
+    the app answers normally (its events round-trip through Redis)."""
+    from recsys.config import load_config
+    from serving.serve_config import application
+
+    overrides = ["serve.max_ongoing_requests=1", "serve.max_queued_requests=1", "serve.batching.batch_wait_timeout_s=0.3",
+                 "serve.batching.max_batch_size=8", "serve.events.backend=redis", f"serve.events.redis_url={redis_url}"]
+    overload = application(load_config(served.config_path, overrides), str(served.config_path), "overload", "/overload", overrides=overrides)
+    _deploy(served, served.current.version, [overload])
+    url = served.base + "/overload"
+    served.wait_ready("/overload/readyz")
+    user = str(tiny_run.dataset.read_split("test")["user_id"].iloc[0])
+    results: list = []
+
+    def one():
+        try:
+            results.append(requests.post(url + "/recommend", json={"user_id": user, "k": 5}, timeout=60).status_code)
+        except requests.RequestException as exc:
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=one) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = Counter(results)
+    print(f"overload: {dict(counts)}")
+    assert counts[503] > 0 and counts[200] > 0 and set(counts) <= {200, 503}, counts
+    item = tiny_run.dataset.items()["item_id"].iloc[5]
+    assert requests.post(url + "/events", json={"user_id": "redis-user", "item_id": item, "event": "click"}, timeout=30).json()["recent_events"] == 1
+    import redis
+
+    assert redis.Redis.from_url(redis_url).llen("recsys:events:redis-user") == 1
+    after = requests.post(url + "/recommend", json={"user_id": "redis-user", "k": 5}, timeout=30).json()
+    assert after["cold_start"] is False and item not in [i["item_id"] for i in after["items"]]
+    _deploy(served, served.current.version)  # the config without it removes the overload app
+
+
+def test_serving_metrics_reach_prometheus(served):
+    """The replica's Ray metrics appear on the node's Prometheus endpoint (what the dashboard and Grafana read)."""
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    for _ in range(5):
+        requests.post(served.base + "/recommend", json={"user_id": "metrics-user", "k": 3}, timeout=30)
+    wanted = ["recsys_serve_requests_total", "recsys_serve_latency_ms_bucket", "recsys_serve_stage_ms_bucket",
+              "recsys_serve_batch_size_bucket", "recsys_serve_version_info"]
+    deadline = time.monotonic() + 90
+    text = ""
+    while time.monotonic() < deadline and not all(w in text for w in wanted):
+        time.sleep(2)
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        except requests.RequestException:
+            text = ""
+    assert all(w in text for w in wanted), [w for w in wanted if w not in text]
+    assert 'route="/recommend"' in text and 'stage="ann"' in text
