@@ -84,6 +84,7 @@ def chart_schema() -> dict:
                 }),
                 "rayService": obj({
                     "enabled": BOOL,
+                    "indexVersion": {"type": "string", "pattern": "^([A-Za-z0-9][A-Za-z0-9_.-]*)?$"},
                     "workers": obj({"replicas": INT0, "minReplicas": INT0, "maxReplicas": INT0, "resources": RESOURCES}),
                     "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                 }),

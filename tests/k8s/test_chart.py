@@ -159,9 +159,32 @@ def test_rayservice_serve_config_is_the_generated_one(rendered):
     for svc in (o for o in rendered if o["kind"] == "RayService"):
         rendered_config = yaml.safe_load(svc["spec"]["serveConfigV2"])
         assert rendered_config == serve_config(cfg, "/etc/recsys/config.yaml")
+        head = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in head["env"]}
+        assert {k: env.get(k) for k in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")} == {
+            k: SERVE_ENV_HAPROXY.get(k) if cfg.serve.ingress == "haproxy" else None for k in SERVE_ENV_HAPROXY}
         (app,) = ServeDeploySchema.model_validate(rendered_config).applications
         assert app.import_path == "serving.app:build_app"
         ServeArgs.model_validate(app.args)
+
+
+SERVE_ENV_HAPROXY = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}  # recsys.runtime.serve_env
+
+
+def test_index_version_value_becomes_the_deployments_user_config(helm):
+    """`rayService.indexVersion` is the in-place model swap: it lands in user_config, not args."""
+    from serving.serve_config import serve_config
+
+    out = render(helm, "--set", "rayService.enabled=true", "--set", "rayService.indexVersion=v-abc.flat-1234",
+                 "--set", "config.serve.ingress=proxy")
+    (svc,) = [o for o in out if o["kind"] == "RayService"]
+    (cm,) = [o for o in out if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")]
+    cfg = validate_config(yaml.safe_load(cm["data"]["config.yaml"]))
+    rendered_config = yaml.safe_load(svc["spec"]["serveConfigV2"])
+    assert rendered_config == serve_config(cfg, "/etc/recsys/config.yaml", "v-abc.flat-1234")
+    assert rendered_config["applications"][0]["deployments"][0]["user_config"] == {"index_version": "v-abc.flat-1234"}
+    env = {e["name"] for e in svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in env  # ingress: proxy
 
 
 def test_generated_serve_config_is_current():
@@ -240,8 +263,8 @@ def test_grafana_dashboard_shows_the_platforms_own_metrics():
 
     dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
     queries = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    sources = (REPO / "recsys" / "train" / "loop.py").read_text() + (REPO / "serving" / "recommender.py").read_text()
+    sources = (REPO / "recsys" / "train" / "loop.py").read_text() + (REPO / "serving" / "metrics.py").read_text()
     defined = set(re.findall(r'(?:Gauge|Counter|Histogram)\(\s*"(recsys_[a-z_]+)"', sources))
-    assert {"recsys_train_loss", "recsys_recommend_requests", "recsys_recommend_latency_ms"} <= defined
+    assert {"recsys_train_loss", "recsys_serve_requests", "recsys_serve_latency_ms", "recsys_serve_stage_ms"} <= defined
     for name in defined:
         assert f"ray_{name}" in queries, f"{name} is exported but not on the dashboard"

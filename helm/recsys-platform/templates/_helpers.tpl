@@ -78,6 +78,13 @@ seccompProfile:
   value: /tmp/home/.cache/torch_extensions
 - name: OMP_NUM_THREADS
   value: "1"
+{{- /* Serve's ingress (config.serve.ingress), as recsys.runtime.serve_env sets it locally. */}}
+{{- if ne (default "haproxy" (default (dict) .Values.config.serve).ingress) "proxy" }}
+- name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+  value: "1"
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: "1"
+{{- end }}
 {{- if eq .Values.storage.mode "objectStore" }}
 {{- range $env, $key := .Values.storage.objectStore.secretKeys }}
 - name: {{ $env }}

@@ -1,0 +1,221 @@
+"""Serving benchmark: the Ray Serve app against a bare FastAPI + torch process doing the same
+retrieval and ranking compute, under closed-loop load from a separate process; and the ANN index
+against exact search at 1M synthetic items.
+
+    python benchmarks/serving.py [--config configs/demo.yaml] [--seconds 10] [--ann-items 1000000]
+
+Writes benchmarks/results/serving.json:
+  serve, bare            → c1, c16, c64 → p50_ms, p99_ms, qps, errors   (POST /recommend, k=10)
+  serve_proxy            → the same app behind Serve's Python proxy instead of HAProxy (the hop measured)
+  throughput_ratio_c16   → serve qps ÷ bare qps at 16 clients
+  ann                    → items, recall_at_100, speedup_vs_exact, ann_qps, exact_qps, kind, build_s
+
+The served model is the config's latest index version; without one, the pipeline stages build it
+first (prepare → pretrain → finetune → index, as `make demo` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results"
+CONCURRENCY = (1, 16, 64)
+
+
+def ensure_index(config: str):
+    from recsys import stages
+    from recsys.config import load_config
+    from recsys.index import latest_index
+
+    cfg = load_config(config)
+    try:
+        return latest_index(cfg)
+    except FileNotFoundError:
+        pass
+    from recsys.runtime import init_ray, quiet_ray_data
+
+    init_ray(cfg.cluster)
+    quiet_ray_data()
+    try:
+        dataset = stages.prepare(cfg)
+        pre = stages.pretrain(cfg, dataset)
+        fine = stages.finetune(cfg, dataset, init_from=pre.model_path if pre else None)
+        return stages.index(cfg, fine.model_path)
+    finally:
+        import ray
+
+        ray.shutdown()
+
+
+def request_bodies(release, n: int = 2000) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    users = pq.read_table(Path(release.manifest["dataset_path"]) / "sequences", columns=["user_id"])["user_id"].to_pylist()
+    return [{"user_id": str(u), "k": 10} for u in users[:n]]
+
+
+def wait_ready(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s")
+
+
+def load_levels(url: str, bodies_file: Path, seconds: float) -> dict:
+    """Each level from a fresh load-generator process (python -m serving.loadgen)."""
+    out = {}
+    for c in CONCURRENCY:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.loadgen", "--url", url, "--bodies", str(bodies_file), "--concurrency", str(c), "--seconds", str(seconds)],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        )
+        out[f"c{c}"] = json.loads(done.stdout)
+        print(f"  c{c}: {out[f'c{c}']}", flush=True)
+    return out
+
+
+def serve_child(config: str, ingress: str, bodies_file: Path, seconds: float, out_file: Path) -> None:
+    """In its own process: Serve's ingress mode is fixed when Ray starts."""
+    import ray
+    from ray import serve
+
+    from recsys.config import load_config
+    from recsys.index import latest_index
+    from recsys.runtime import init_ray
+    from serving.deploy import deploy_config
+    from serving.serve_config import http_options, serve_config
+
+    cfg = load_config(config, [f"serve.ingress={ingress}"])
+    release = latest_index(cfg)
+    init_ray(cfg.cluster, serve=cfg.serve)
+    serve.start(http_options=http_options(cfg.serve))
+    deploy_config(serve_config(cfg, config, release.version))
+    base = f"http://{cfg.serve.host}:{cfg.serve.port}"
+    wait_ready(base + "/readyz")
+    try:
+        result = load_levels(base + "/recommend", bodies_file, seconds)
+        result["version"] = release.version
+        out_file.write_text(json.dumps(result))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def run_serve(config: str, ingress: str, bodies_file: Path, seconds: float) -> dict:
+    print(f"Ray Serve ({ingress} ingress):", flush=True)
+    out = RESULTS / f".serve-{ingress}.json"
+    subprocess.run([sys.executable, __file__, "--config", config, "--seconds", str(seconds), "--child", ingress, "--bodies", str(bodies_file)],
+                   cwd=REPO, check=True)
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def run_bare(config: str, bodies_file: Path, seconds: float, port: int = 8100) -> dict:
+    print("bare FastAPI + torch (uvicorn, one process):", flush=True)
+    server = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "bare_server.py"), "--config", config, "--port", str(port)], cwd=REPO)
+    try:
+        url = f"http://127.0.0.1:{port}/recommend"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                requests.post(url, json={"user_id": "warm-up", "k": 1}, timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        return load_levels(url, bodies_file, seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run_ann(items: int, dim: int, queries: int, kind: str) -> dict:
+    """Clustered synthetic vectors (10k centres, as trained item embeddings cluster by category)."""
+    import faiss
+    import numpy as np
+
+    from recsys.config import IndexConfig
+    from recsys.index.ann import ItemIndex, exact_top_k, queries_per_second, recall_at_k
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10_000, dim)).astype(np.float32)
+
+    def draw(n):
+        return (centers[rng.integers(len(centers), size=n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+
+    vectors, q = draw(items), draw(queries)
+    print(f"ANN: {items:,} items × {dim}, {queries} queries, {kind}", flush=True)
+    cfg = IndexConfig(kind=kind)
+    started = time.perf_counter()
+    index = ItemIndex.build(vectors, cfg)
+    build_s = time.perf_counter() - started
+    exact_ids = exact_top_k(vectors, q, 100)
+    faiss.omp_set_num_threads(1)  # one query per call on one thread, as a serving replica searches
+    exact = ItemIndex.build(vectors, IndexConfig(kind="flat"))
+    result = {
+        "items": items, "dim": dim, "queries": queries, "kind": kind, "params": cfg.model_dump(mode="json"),
+        "build_s": round(build_s, 1),
+        "recall_at_100": round(recall_at_k(index.search(q, 100)[1], exact_ids), 4),
+        "ann_qps": round(queries_per_second(index, q, 100), 1),
+        "exact_qps": round(queries_per_second(exact, q[:50], 100), 1),
+    }
+    result["speedup_vs_exact"] = round(result["ann_qps"] / result["exact_qps"], 1)
+    print(f"  {result}", flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--ann-items", type=int, default=1_000_000)
+    parser.add_argument("--ann-kind", default="hnsw", choices=["hnsw", "ivf"])
+    parser.add_argument("--skip-ann", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.child:
+        serve_child(args.config, args.child, Path(args.bodies), args.seconds, RESULTS / f".serve-{args.child}.json")
+        return 0
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    release = ensure_index(args.config)
+    bodies_file = RESULTS / ".bodies.json"
+    bodies_file.write_text(json.dumps(request_bodies(release)))
+    result: dict = {"config": args.config, "version": release.version, "items": release.manifest["items"],
+                    "endpoint": "POST /recommend {user_id, k: 10}", "seconds_per_level": args.seconds,
+                    "load": "closed loop, aiohttp clients in a separate process (serving/loadgen.py)"}
+    result["serve"] = run_serve(args.config, "haproxy", bodies_file, args.seconds)
+    result["bare"] = run_bare(args.config, bodies_file, args.seconds)
+    result["serve_proxy"] = run_serve(args.config, "proxy", bodies_file, args.seconds)
+    result["throughput_ratio_c16"] = round(result["serve"]["c16"]["qps"] / result["bare"]["c16"]["qps"], 3)
+    bodies_file.unlink()
+    if not args.skip_ann:
+        from recsys.config import load_config
+
+        result["ann"] = run_ann(args.ann_items, load_config(args.config).model.hidden_size, 300, args.ann_kind)
+    out = RESULTS / "serving.json"
+    out.write_text(json.dumps(result, indent=2))
+    s, b = result["serve"], result["bare"]
+    print(f"\nserve c1 p50 {s['c1']['p50_ms']} ms · c16 {s['c16']['qps']} QPS (bare {b['c16']['qps']}) · ratio {result['throughput_ratio_c16']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
