@@ -9,6 +9,10 @@ ARG VARIANT=cpu
 FROM rayproject/ray:${RAY_VERSION}-py311-${VARIANT}
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# HAProxy: Ray Serve's HAProxy ingress (config.serve.ingress: haproxy, the default).
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends haproxy && rm -rf /var/lib/apt/lists/*
+USER ray
 WORKDIR /app
 # Dependencies first (cached layer), then the code. torch is pinned to the project's version.
 COPY --chown=ray:users pyproject.toml README.md ./

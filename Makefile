@@ -10,7 +10,8 @@ export RAY_ADDRESS :=
 .DEFAULT_GOAL := help
 HELM := $(BIN)/helm
 CHART := helm/recsys-platform
-.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin manifests serve-config
+.PHONY: help install demo test test-all lint bench clean chart-schema helm-bin manifests serve-config system-deps
+BENCHMARKS := data_pipeline train_throughput quality_beauty serving
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,7 +27,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package (editable) with dev extras
 
-demo: $(STAMP) ## run the whole path locally: data → pretrain → finetune → eval → live /recommend
+system-deps: ## haproxy + redis-server from apt when missing and possible (else a note: fallbacks apply)
+	@tools/system_deps.sh
+
+demo: $(STAMP) system-deps ## run the whole path locally: data → pretrain → finetune → eval → index → live /recommend
 	$(BIN)/recsys demo --config configs/demo.yaml
 
 $(HELM): $(STAMP)
@@ -43,17 +47,17 @@ serve-config: $(STAMP) ## regenerate serving/serve-config.yaml from configs/demo
 chart-schema: $(STAMP) ## regenerate the chart's values.schema.json from the typed config
 	$(BIN)/python tools/values_schema.py
 
-test: $(STAMP) $(HELM) ## fast suite (unit + integration without the slow marker); CI runs this
+test: $(STAMP) $(HELM) system-deps ## fast suite (unit + integration without the slow marker); CI runs this
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP) $(HELM) ## everything, including slow end-to-end checks on ../shared/datasets
+test-all: $(STAMP) $(HELM) system-deps ## everything, including slow end-to-end checks on ../shared/datasets
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check recsys serving ray_jobs tests tools
 
-bench: $(STAMP) ## benchmarks (print figures, write benchmarks/results/*.json)
-	@ls benchmarks/*.py >/dev/null 2>&1 && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+bench: $(STAMP) system-deps ## benchmarks (print figures, write benchmarks/results/*.json)
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean: ## remove artifacts and caches (keeps .venv)
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -68,6 +69,9 @@ def _run(cfg, args) -> int:
 
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    if cfg.serve.ingress == "haproxy" and shutil.which("haproxy") is None:
+        print("note: haproxy is not installed (apt-get install haproxy); serving through Serve's Python proxy instead")
+        cfg.serve.ingress = "proxy"
     init_ray(cfg.cluster, serve=cfg.serve)
     quiet_ray_data()
     try:

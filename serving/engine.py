@@ -52,6 +52,20 @@ def context_of(timestamp_ms: int, session_position: int) -> tuple[int, int, int]
     return t.hour, t.weekday(), min(session_position, CONTEXT_SIZES["session_position"] - 1)
 
 
+def load_catalog(target, items) -> None:
+    """Catalog lookups from items.parquet's table (item_index 1..N): fields as responses show them
+    (missing values None, never NaN), filter arrays, and items by training popularity."""
+    rows = items.sort_by("item_index").select(["item_index", *CATALOG_FIELDS, "attributes", "train_count"]).to_pylist()
+    if [r["item_index"] for r in rows] != list(range(1, len(rows) + 1)):
+        raise VersionCheckError("items.parquet item_index must run 1..N without gaps")
+    target.catalog = {r["item_index"]: r for r in rows}
+    target.index_of = {r["item_id"]: r["item_index"] for r in rows}
+    target.categories = np.asarray([r["category"] or "" for r in rows], dtype=object)
+    target.prices = np.asarray([np.nan if r["price"] is None else r["price"] for r in rows], dtype=np.float64)
+    counts = np.asarray([r["train_count"] for r in rows], dtype=np.int64)
+    target.popular = (np.argsort(-counts, kind="stable") + 1).tolist()  # item indices, most trained-on first
+
+
 class ServingModel:
     def __init__(self, release: IndexRelease, serve: ServeConfig, index_cfg: IndexConfig):
         from recsys.models import SeqRecForCTR, SeqRecModel
@@ -70,17 +84,11 @@ class ServingModel:
 
     # ---- catalog and users -------------------------------------------------------------
     def _load_catalog(self, dataset: Path) -> None:
-        items = pq.read_table(dataset / "items.parquet").sort_by("item_index")
+        items = pq.read_table(dataset / "items.parquet")
         n = self.model.config.num_items
         if items.num_rows != n or self.index.num_items != n:
             raise VersionCheckError(f"catalog has {items.num_rows} items, model {n}, index {self.index.num_items}: they must agree")
-        rows = items.select(["item_index", *CATALOG_FIELDS, "attributes", "train_count"]).to_pylist()
-        self.catalog = {r["item_index"]: r for r in rows}
-        self.index_of = {r["item_id"]: r["item_index"] for r in rows}
-        self.categories = np.asarray([r["category"] or "" for r in rows], dtype=object)
-        self.prices = np.asarray([np.nan if r["price"] is None else r["price"] for r in rows], dtype=np.float64)
-        counts = np.asarray([r["train_count"] for r in rows], dtype=np.int64)
-        self.popular = (np.argsort(-counts, kind="stable") + 1).tolist()  # item indices, most trained-on first
+        load_catalog(self, items)
         seqs = pq.read_table(dataset / "sequences", columns=["user_id", "items"]).to_pydict()
         self.histories = dict(zip(seqs["user_id"], seqs["items"], strict=True))
         self.purchased: dict[str, set[int]] = {}
@@ -98,7 +106,7 @@ class ServingModel:
         """(N,) bool of items a request may return, or None when nothing is filtered."""
         if not exclude and (filters is None or (filters.categories is None and filters.price_min is None and filters.price_max is None)):
             return None
-        mask = np.ones(self.index.num_items, dtype=bool)
+        mask = np.ones(len(self.catalog), dtype=bool)
         if filters is not None:
             if filters.categories is not None:
                 mask &= np.isin(self.categories, filters.categories)

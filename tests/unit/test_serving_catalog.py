@@ -1,20 +1,101 @@
+"""Catalog lookups and filters of a served version (no model, no Ray)."""
+
 import math
 
+import numpy as np
 import pyarrow as pa
+import pytest
 
-from serving.recommender import catalog_fields
-from serving.schemas import RecommendedItem
+from recsys.config import ServeConfig
+from serving.engine import Filters, ServingModel, VersionCheckError, context_of, load_catalog
+from serving.schemas import FiltersBody, RecommendedItem
+from serving.serve_config import application, deployment_options, serve_config
+
+
+def catalog(items: pa.Table) -> ServingModel:
+    model = ServingModel.__new__(ServingModel)  # the catalog part only
+    load_catalog(model, items)
+    return model
+
+
+ITEMS = pa.table({
+    "item_id": ["a", "b", "c", "d"], "title": pa.array([None, "Gel", "Soap", "Wax"], pa.string()),
+    "category": pa.array([None, "hair", "skin", "hair"], pa.string()), "brand": pa.nulls(4, pa.string()),
+    "price": pa.array([None, 9.5, 3.0, 20.0], pa.float64()), "attributes": [["x"], [], ["y"], []],
+    "item_index": pa.array([1, 2, 3, 4], pa.int32()), "train_count": pa.array([5, 9, 1, 9], pa.int64()),
+})
 
 
 def test_catalog_without_titles_or_prices_serialises():
     """Amazon Beauty has no titles, categories, brands or prices: they must come out as null."""
-    items = pa.table({
-        "item_id": ["a", "b"], "title": pa.array([None, "Gel"], pa.string()), "category": pa.nulls(2, pa.string()),
-        "brand": pa.nulls(2, pa.string()), "price": pa.array([None, 9.5], pa.float64()),
-        "attributes": [["x"], []], "item_index": pa.array([1, 2], pa.int32()),
-    })
-    fields = catalog_fields(items)
-    assert fields[1] == {"item_id": "a", "title": None, "category": None, "brand": None, "price": None}
-    item = RecommendedItem(score=1.0, **fields[2])
+    m = catalog(ITEMS)
+    assert m.item(1) == {"item_id": "a", "title": None, "category": None, "brand": None, "price": None}
+    item = RecommendedItem(score=1.0, **m.item(2))
     assert item.title == "Gel" and math.isclose(item.price, 9.5)
-    RecommendedItem(score=0.5, **fields[1])  # no validation error on missing fields
+    RecommendedItem(score=0.5, **m.item(1))  # no validation error on missing fields
+
+
+def test_filters_build_the_allowed_mask():
+    m = catalog(ITEMS)
+    assert m.allowed(None, set()) is None  # nothing to filter: FAISS searches unrestricted
+    assert m.allowed(Filters(categories=["hair"]), set()).tolist() == [False, True, False, True]
+    # A missing price never passes a price filter; exclusions are item indices.
+    assert m.allowed(Filters(price_min=1.0, price_max=10.0), {3}).tolist() == [False, True, False, False]
+    assert m.allowed(None, {1, 4}).tolist() == [False, True, True, False]
+
+
+def test_cold_start_is_popularity_within_the_filters_ties_in_catalog_order():
+    m = catalog(ITEMS)
+    assert [i for i, _ in m.popular_items(3, None)] == [2, 4, 1]
+    assert [i for i, _ in m.popular_items(3, m.allowed(Filters(categories=["skin"]), set()))] == [3]
+
+
+def test_catalog_with_gaps_is_refused():
+    with pytest.raises(VersionCheckError, match="1..N"):
+        catalog(ITEMS.filter(pa.array([True, False, True, True])))
+
+
+def test_context_matches_the_ctr_examples_encoding():
+    # 2023-11-14 22:13:20 UTC was a Tuesday (weekday 1, Monday = 0); session position is capped.
+    assert context_of(1_700_000_000_000, 3) == (22, 1, 3)
+    assert context_of(1_700_000_000_000, 10_000)[2] == 15
+
+
+def test_price_range_must_be_ordered_and_finite():
+    with pytest.raises(ValueError, match="price_min"):
+        FiltersBody(price_min=5, price_max=1)
+    with pytest.raises(ValueError):
+        FiltersBody(price_min=float("nan"))
+
+
+def test_serve_config_carries_queue_limits_and_swaps_through_user_config():
+    from recsys.config import RecsysConfig
+
+    cfg = RecsysConfig()
+    options = deployment_options(cfg.serve)
+    assert options["max_queued_requests"] == 64 and options["logging_config"] == {"enable_access_log": False}
+    config = serve_config(cfg, "/etc/recsys/config.yaml", "v1.flat-abc")
+    (dep,) = config["applications"][0]["deployments"]
+    assert dep["user_config"] == {"index_version": "v1.flat-abc"}  # not args: args restart replicas
+    assert config["applications"][0]["args"] == {"config": "/etc/recsys/config.yaml"}
+    assert config["http_options"]["request_timeout_s"] == 10.0
+    assert application(cfg, "c.yaml", overrides=["serve.max_k=5"])["args"]["overrides"] == ["serve.max_k=5"]
+
+
+def test_default_k_above_max_k_is_a_config_error():
+    with pytest.raises(ValueError, match="default_k"):
+        ServeConfig(default_k=20, max_k=10)
+
+
+def test_haproxy_ingress_without_the_binary_says_how_to_fix(monkeypatch):
+    from recsys.config import ConfigError
+    from recsys.runtime import serve_env
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/nonexistent/haproxy")
+    with pytest.raises(ConfigError, match="apt-get install haproxy"):
+        serve_env(ServeConfig(ingress="haproxy"))
+    assert serve_env(ServeConfig(ingress="proxy")) == {}
+
+
+def test_allowed_mask_dtype_is_bool():
+    assert catalog(ITEMS).allowed(Filters(categories=["skin"]), set()).dtype == np.bool_
