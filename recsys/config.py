@@ -235,10 +235,10 @@ class IndexConfig(_Section):
     )
     exact_below: int = Field(50_000, ge=1, description="auto picks exact search for catalogs smaller than this")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree")
-    hnsw_ef_construction: int = Field(200, ge=8)
+    hnsw_ef_construction: int = Field(100, ge=8, description="HNSW build breadth (1M items: 224 s to build on 2 cores at 100)")
     hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: higher is slower and more exact")
     ivf_nlist: int | None = Field(None, ge=1, description="IVF cells; default 4·sqrt(items)")
-    ivf_nprobe: int = Field(32, ge=1, description="IVF cells visited per query")
+    ivf_nprobe: int = Field(64, ge=1, description="IVF cells visited per query (1M items, 4000 cells: 64 gave recall@100 0.989 at 27x exact)")
     recall_queries: int = Field(1000, ge=10, description="queries used to measure recall@100 against exact search at build time")
     min_recall_at_100: float = Field(
         0.95, ge=0.0, le=1.0, description="a build or model swap whose measured recall@100 is lower is refused"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,18 @@ class ItemIndex:
             else:
                 nlist = _ivf_nlist(cfg, n)
                 index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim + 1), dim + 1, nlist, faiss.METRIC_L2)
-                rng = np.random.default_rng(cfg.seed)
-                index.train(vectors[rng.choice(n, size=min(n, 256 * nlist), replace=False)])
                 index.nprobe = min(cfg.ivf_nprobe, nlist)
         else:
             raise ValueError(f"index.kind must be one of auto, flat, hnsw, ivf; got {kind!r}")
-        index.add(vectors)
+        # OMP_NUM_THREADS=1 (set for Ray workers) would make the build single-threaded: use every core.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        try:
+            if kind == "ivf":
+                index.train(vectors[np.random.default_rng(cfg.seed).choice(n, size=min(n, 256 * index.nlist), replace=False)])
+            index.add(vectors)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return cls(index, kind, n, max_norm)
 
     def save(self, folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ def ray_session():
     from recsys.config import ClusterConfig, ServeConfig
     from recsys.runtime import init_ray, quiet_ray_data
 
+    # Serve drains replicas and proxies for 30 s before shutdown by default; tests need not wait.
+    for name in ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"):
+        os.environ.setdefault(name, "1")
     init_ray(ClusterConfig(num_cpus=4, object_store_memory_mb=512), serve=ServeConfig(ingress=serve_ingress()))
     quiet_ray_data()
     yield
