@@ -299,6 +299,18 @@ class ServeConfig(_Section):
         return self
 
 
+class SearchConfig(_Section):
+    """Keyword search (recsys.search): the text encoder's contrastive fine-tuning and the score mix."""
+
+    train: StageConfig = Field(default_factory=lambda: StageConfig(epochs=2, batch_size=64, lr=3e-5, warmup_ratio=0.1, zero_stage=2))
+    temperature: float = Field(0.05, gt=0, le=1, description="InfoNCE temperature of (query, clicked item) pairs, in-batch negatives")
+    max_tokens: int = Field(48, ge=8, le=512)
+    dense_weight: float = Field(0.6, ge=0)
+    lexical_weight: float = Field(0.4, ge=0)
+    personal_weight: float = Field(0.3, ge=0)
+    candidates: int = Field(200, ge=10, description="dense top-N ∪ lexical top-N re-scored by the hybrid variants")
+
+
 class ClusterConfig(_Section):
     """How Ray is sized. `address` None starts a local Ray (the embedded default)."""
 
@@ -327,6 +339,7 @@ class RecsysConfig(_Section):
     ctr: StageConfig = Field(default_factory=lambda: StageConfig(enabled=False, epochs=3, lr=5e-4))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

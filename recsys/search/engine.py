@@ -76,8 +76,11 @@ class SearchIndex:
 
 
 def rank_of(scores: np.ndarray, target: int) -> int:
-    """0-based rank of item index `target` (ties count against it)."""
-    return int((scores > scores[target - 1]).sum())
+    """0-based rank of item index `target`; a tie with m other items costs m/2 places (the expected
+    rank under a random tie-break), so a scorer that gives many items the same score — BM25 on
+    shared words — is not credited with first place."""
+    mine = scores[target - 1]
+    return int((scores > mine).sum() + ((scores == mine).sum() - 1) // 2)
 
 
 def search_metrics(ranks: list[int]) -> dict:

@@ -66,5 +66,6 @@ def test_metrics_by_hand():
     assert m["recall@10"] == 0.6 and m["recall@100"] == 0.8
     assert np.isclose(m["ndcg@10"], (1 + 1 / np.log2(3) + 1 / np.log2(11)) / 5)
     assert np.isclose(m["mrr"], (1 + 1 / 2 + 1 / 10 + 1 / 11 + 1 / 151) / 5)
+    assert rank_of(np.array([0.2, 0.2, 0.2, 0.2, 0.2, 0.9]), 1) == 1 + 4 // 2  # ties cost half their count
     with pytest.raises(ValueError, match="variant"):
         SearchIndex.score(None, "q", "semantic", SearchWeights())
