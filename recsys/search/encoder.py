@@ -69,5 +69,5 @@ class TextEncoder(nn.Module):
 
 def item_text(title: str | None, category: str | None, brand: str | None, attributes: list[str] | None) -> str:
     """What search matches an item by: title, category, brand and attribute values."""
-    parts = [title, category, brand, *[a.split(":", 1)[-1] for a in attributes or []]]
+    parts = [title, category, brand, *[a.split(":", 1)[-1] for a in (list(attributes) if attributes is not None else [])]]
     return " ".join(p.replace("_", " ") for p in parts if p)
