@@ -64,18 +64,6 @@ def request_bodies(release, n: int = 2000) -> list[dict]:
     return [{"user_id": str(u), "k": 10} for u in users[:n]]
 
 
-def wait_ready(url: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready after {timeout_s}s")
-
-
 def load_levels(url: str, bodies_file: Path, seconds: float) -> dict:
     """Each level from a fresh load-generator process (python -m serving.loadgen)."""
     out = {}
@@ -97,7 +85,7 @@ def serve_child(config: str, ingress: str, bodies_file: Path, seconds: float, ou
     from recsys.config import load_config
     from recsys.index import latest_index
     from recsys.runtime import init_ray
-    from serving.deploy import deploy_config
+    from serving.deploy import deploy_config, wait_ready
     from serving.serve_config import http_options, serve_config
 
     cfg = load_config(config, [f"serve.ingress={ingress}"])

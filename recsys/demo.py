@@ -28,18 +28,6 @@ def _epochs(metrics: dict) -> str:
     )
 
 
-def _wait_healthy(url: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s")
-
-
 def run_demo(argv: list[str]) -> int:
     args = stage_parser("recsys demo", "demo").parse_args(argv)
     try:
@@ -65,6 +53,7 @@ def _run(cfg, args) -> int:
     from recsys.eval.evaluate import format_report
     from recsys.runtime import init_ray, quiet_ray_data
     from serving.app import build_app
+    from serving.deploy import wait_ready
     from serving.serve_config import http_options
 
     timings: dict[str, float] = {}
@@ -115,7 +104,7 @@ def _run(cfg, args) -> int:
         serve.run(build_app({"config": args.config, "overrides": args.overrides, "index_version": release.version}),
                   name="recommender", route_prefix=cfg.serve.route_prefix)
         base = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix.rstrip('/')}"
-        _wait_healthy(base + "/readyz")
+        wait_ready(base + "/readyz")
         user = str(dataset.read_split("test")["user_id"].iloc[0])
         body = {"user_id": user, "k": 5, "explain": True}
         answer = requests.post(base + "/recommend", json=body, timeout=30)

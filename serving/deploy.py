@@ -20,6 +20,23 @@ from recsys.config import load_config
 from serving.serve_config import application, http_options
 
 
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    """Poll `url` (e.g. …/readyz) until it answers 200."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s")
+
+
 def deploy_config(config: dict, blocking: bool = True) -> None:
     """Apply a whole Serve config (every application in it; apps not in it are removed)."""
     from ray.serve.context import _get_global_client

@@ -34,26 +34,20 @@ class _UserBody(_Body):
     )
     explain: bool = Field(False, description="say which history items and attributes drove each score")
 
+    @model_validator(mode="after")
+    def _needs_someone(self):
+        if self.user_id is None and not self.item_ids:
+            raise ValueError("send user_id, item_ids (a non-empty list of recent item ids), or both")
+        return self
+
 
 class RecommendRequest(_UserBody):
     k: int | None = Field(None, ge=1, description="how many items to return (default and maximum from serve config)")
     filters: FiltersBody | None = None
 
-    @model_validator(mode="after")
-    def _needs_someone(self) -> RecommendRequest:
-        if self.user_id is None and not self.item_ids:
-            raise ValueError("send user_id, item_ids (a non-empty list of recent item ids), or both")
-        return self
-
 
 class RankRequest(_UserBody):
     candidates: list[str] = Field(min_length=1, description="item ids to order for this user")
-
-    @model_validator(mode="after")
-    def _needs_someone(self) -> RankRequest:
-        if self.user_id is None and not self.item_ids:
-            raise ValueError("send user_id, item_ids (a non-empty list of recent item ids), or both")
-        return self
 
 
 class EventRequest(_Body):

@@ -95,7 +95,9 @@ class Served:
     ctr_path: Path
 
     def wait_ready(self, path: str = "/readyz") -> None:
-        wait_ready(self.base + path)
+        from serving.deploy import wait_ready
+
+        wait_ready(self.base + path, timeout_s=60)
 
 
 def publish_untrained_ctr(cfg, finetuned: Path) -> Path:
@@ -120,7 +122,7 @@ def served(tiny_run) -> Served:
 
     from recsys import stages
     from recsys.config import load_config
-    from serving.deploy import deploy_config
+    from serving.deploy import deploy_config, wait_ready
     from serving.serve_config import http_options, serve_config
 
     retrieval_only = load_config(tiny_run.config_path, ["serve.ranker=retrieval"])
@@ -136,18 +138,3 @@ def served(tiny_run) -> Served:
     yield Served(base, cfg, tiny_run.config_path, current, other, ctr_path)
     serve.shutdown()
 
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    import time
-
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} not ready within {timeout_s}s")

@@ -4,8 +4,6 @@ requests (never a 5xx, replica alive), the model swap under load with zero failu
 import json
 import random
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -172,35 +170,6 @@ def test_swap_to_a_version_failing_its_checks_keeps_serving_the_old_one(served, 
     assert health["version"] == served.current.version and "broken-version" in health["swap_error"]
     assert requests.post(served.base + "/recommend", json={"user_id": "u", "k": 3}, timeout=30).status_code == 200
     _deploy(served, served.current.version)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    import redis
-
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port).ping()
-            break
-        except redis.RedisError:
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_overload_answers_503_and_recovers_with_redis_events(served, tiny_run, redis_url):
