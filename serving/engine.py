@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys.config import IndexConfig, ServeConfig
-from recsys.index import IndexRelease, ItemIndex, exact_top_k, recall_at_k
+from recsys.index import IndexRelease, ItemIndex
+from recsys.index.ann import recall_against_exact
 from recsys.models.seqrec.modeling_ctr import CONTEXT_SIZES
 
 CATALOG_FIELDS = ["item_id", "title", "category", "brand", "price"]
@@ -124,14 +125,13 @@ class ServingModel:
 
     # ---- scoring -----------------------------------------------------------------------
     def user_vectors(self, histories: list[list[int]]) -> np.ndarray:
-        return self.model.user_vectors([h[-self.model.config.max_seq_len :] for h in histories]).numpy()
+        return self.model.user_vectors(histories).numpy()  # left_pad keeps the newest max_seq_len items
 
     def rank_logits(self, histories: list[list[int]], candidates: list[list[int]], contexts: list[tuple]) -> list[np.ndarray]:
         """CTR log-odds of each history's candidates (one encoder pass per history)."""
         width = max(len(c) for c in candidates)
         padded = torch.tensor([c + [c[0]] * (width - len(c)) for c in candidates], dtype=torch.long)
-        trimmed = [h[-self.model.config.max_seq_len :] for h in histories]
-        logits = self.ranker.rank(trimmed, padded, torch.tensor(contexts, dtype=torch.long)).numpy()
+        logits = self.ranker.rank(histories, padded, torch.tensor(contexts, dtype=torch.long)).numpy()
         return [row[: len(c)] for row, c in zip(logits, candidates, strict=True)]
 
     def score_jobs(self, jobs: list[Job]) -> dict:
@@ -215,8 +215,7 @@ class ServingModel:
             raise VersionCheckError(f"version {self.version}: no user histories to check with")
         q = self.user_vectors([list(self.histories[u]) for u in users])
         k = min(100, self.index.num_items)
-        vectors = self.model.item_vectors().numpy()
-        recall = recall_at_k(self.index.search(q, k)[1], exact_top_k(vectors, q, k))
+        recall = recall_against_exact(self.index, self.model.item_vectors().numpy(), q, k)
         if recall < min_recall:
             raise VersionCheckError(f"version {self.version}: recall@{k} {recall:.4f} < index.min_recall_at_100 {min_recall}")
         job = Job(history=list(self.histories[users[0]]), k=min(10, self.index.num_items), context=context_of(0, 0))

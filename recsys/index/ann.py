@@ -133,6 +133,12 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))[1] + 1
 
 
+def recall_against_exact(index: ItemIndex, vectors: np.ndarray, queries: np.ndarray, k: int = 100) -> float:
+    """Recall@k of `index` against exact inner-product search over the same `vectors`."""
+    k = min(k, len(vectors))
+    return recall_at_k(index.search(queries, k)[1], exact_top_k(vectors, queries, k))
+
+
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean share of each query's exact top-k that the index returned."""
     hits = [len(set(f.tolist()) & set(e.tolist())) / len(e) for f, e in zip(found, exact, strict=True)]

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from recsys.artifacts import atomic_folder, latest_version, point_latest
-from recsys.config import IndexConfig, RecsysConfig
+from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
-from recsys.index.ann import ItemIndex, choose_kind, exact_top_k, queries_per_second, recall_at_k
+from recsys.index.ann import ItemIndex, choose_kind, recall_against_exact
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -104,7 +104,7 @@ def build_index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelea
 
     queries = query_vectors(model, PreparedDataset(model_meta["dataset_path"]), cfg.index.recall_queries, cfg.index.seed)
     k = min(RECALL_K, len(vectors))
-    recall = recall_at_k(index.search(queries, k)[1], exact_top_k(vectors, queries, k))
+    recall = recall_against_exact(index, vectors, queries, k)
     if recall < cfg.index.min_recall_at_100:
         raise IndexBuildError(
             f"{kind} index recall@{k} is {recall:.4f} < index.min_recall_at_100 {cfg.index.min_recall_at_100}; "
@@ -138,16 +138,4 @@ def build_index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelea
     point_latest(index_parent(cfg), version)
     logger.info("published index %s (%s, %d items, recall@%d %.4f)", version, kind, len(vectors), k, recall)
     return IndexRelease.load(final)
-
-
-def index_qps(index: ItemIndex, vectors: np.ndarray, queries: np.ndarray, k: int = RECALL_K) -> dict:
-    """ANN against exact search on the same queries: recall@k and single-query QPS of each."""
-    exact = ItemIndex.build(vectors, IndexConfig(), "flat")
-    found = index.search(queries, k)[1]
-    return {
-        "items": index.num_items,
-        "recall_at_100": recall_at_k(found, exact.search(queries, k)[1]),
-        "ann_qps": queries_per_second(index, queries, k),
-        "exact_qps": queries_per_second(exact, queries, k),
-    }
 
