@@ -65,16 +65,9 @@ def request_bodies(release, n: int = 2000) -> list[dict]:
 
 
 def load_levels(url: str, bodies_file: Path, seconds: float) -> dict:
-    """Each level from a fresh load-generator process (python -m serving.loadgen)."""
-    out = {}
-    for c in CONCURRENCY:
-        done = subprocess.run(
-            [sys.executable, "-m", "serving.loadgen", "--url", url, "--bodies", str(bodies_file), "--concurrency", str(c), "--seconds", str(seconds)],
-            cwd=REPO, capture_output=True, text=True, check=True,
-        )
-        out[f"c{c}"] = json.loads(done.stdout)
-        print(f"  c{c}: {out[f'c{c}']}", flush=True)
-    return out
+    from serving.loadgen import load_levels as levels
+
+    return levels(url, bodies_file, seconds, CONCURRENCY, cwd=REPO)
 
 
 def serve_child(config: str, ingress: str, bodies_file: Path, seconds: float, out_file: Path) -> None:

@@ -45,6 +45,12 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
                 print(f"{stage} is disabled in the config ({stage}.enabled: false)")
             else:
                 print(json.dumps({"model": str(result.model_path), "metrics": result.metrics}, indent=2))
+        elif stage == "search":
+            path = stages.search(cfg)
+            if path is None:
+                print("search encoder not fine-tuned: search.enabled is false or the logs hold no searches; the index uses the pretrained encoder")
+            else:
+                print(json.dumps({"encoder": str(path), **json.loads((path / "recsys.json").read_text())["metrics"]}, indent=2))
         elif stage == "index":
             release = stages.index(cfg)
             print(json.dumps({"index": str(release.path), **release.manifest}, indent=2))

@@ -300,8 +300,10 @@ class ServeConfig(_Section):
 
 
 class SearchConfig(_Section):
-    """Keyword search (recsys.search): the text encoder's contrastive fine-tuning and the score mix."""
+    """Keyword search (recsys.search): the text encoder's contrastive fine-tuning, the score mix,
+    and what `/search` accepts."""
 
+    enabled: bool = Field(True, description="build the text index and serve /search (the search stage fine-tunes when the logs hold searches)")
     train: StageConfig = Field(default_factory=lambda: StageConfig(epochs=2, batch_size=64, lr=3e-5, warmup_ratio=0.1, zero_stage=2))
     temperature: float = Field(0.05, gt=0, le=1, description="InfoNCE temperature of (query, clicked item) pairs, in-batch negatives")
     max_tokens: int = Field(48, ge=8, le=512)
@@ -309,6 +311,9 @@ class SearchConfig(_Section):
     lexical_weight: float = Field(0.4, ge=0)
     personal_weight: float = Field(0.3, ge=0)
     candidates: int = Field(200, ge=10, description="dense top-N ∪ lexical top-N re-scored by the hybrid variants")
+    max_query_chars: int = Field(256, ge=8, le=4096, description="longer queries answer 422")
+    max_query_terms: int = Field(32, ge=1, le=512, description="queries with more words answer 422")
+    query_cache_size: int = Field(4096, ge=0, description="query embeddings kept per replica (LRU); 0: none")
 
 
 class ClusterConfig(_Section):

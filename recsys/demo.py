@@ -1,6 +1,7 @@
 """`make demo`: the whole path on a local Ray, then a live request against Ray Serve.
 
-prepare → pretrain → finetune → evaluate → index → serve → POST /recommend, /events → shutdown.
+prepare → pretrain → finetune → evaluate → search → index → serve → POST /recommend, /events, /items, /search
+→ shutdown.
 """
 
 from __future__ import annotations
@@ -65,26 +66,26 @@ def _run(cfg, args) -> int:
     quiet_ray_data()
     try:
         t = time.perf_counter()
-        _banner("1/6 prepare data (Ray Data)")
+        _banner("1/7 prepare data (Ray Data)")
         dataset = stages.prepare(cfg)
         print(json.dumps({"dataset": str(dataset.path), **dataset.manifest["counts"]}, indent=2))
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"2/6 pretrain: masked items, ZeRO-{cfg.pretrain.zero_stage}, {cfg.cluster.train_workers} workers")
+        _banner(f"2/7 pretrain: masked items, ZeRO-{cfg.pretrain.zero_stage}, {cfg.cluster.train_workers} workers")
         pre = stages.pretrain(cfg, dataset)
         print("skipped (pretrain.enabled: false)" if pre is None else _epochs(pre.metrics))
         timings["pretrain"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"3/6 fine-tune: next item, ZeRO-{cfg.finetune.zero_stage}")
+        _banner(f"3/7 fine-tune: next item, ZeRO-{cfg.finetune.zero_stage}")
         fine = stages.finetune(cfg, dataset, init_from=pre.model_path if pre else None)
         print(_epochs(fine.metrics))
         print(f"model: {fine.model_path}")
         timings["finetune"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner("4/6 evaluate: leave-one-out, full ranking")
+        _banner("4/7 evaluate: leave-one-out, full ranking")
         report = stages.evaluate(cfg, fine.model_path)
         print(format_report(report))
         m = report["metrics"]["model"]
@@ -92,14 +93,23 @@ def _run(cfg, args) -> int:
         timings["evaluate"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"5/6 index: item vectors → FAISS ({cfg.index.kind})")
+        _banner("5/7 search: the text encoder fine-tuned on (query, clicked item) pairs, when the logs hold searches")
+        encoder = stages.search(cfg, dataset)
+        print(f"encoder: {encoder}" if encoder else "no searches in these logs: the index embeds item texts with the pretrained MiniLM")
+        timings["search"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        _banner(f"6/7 index: item vectors → FAISS ({cfg.index.kind})")
         release = stages.index(cfg, fine.model_path)
         m = release.manifest
         print(f"index {release.version}: {m['kind']}, {m['items']} items, recall@100 {m['recall_at_100']:.4f} against exact search")
+        if m.get("search"):
+            st = m["search"]
+            print(f"text index: {st['encoder']} encoder, {st['items']} item texts, recall@100 {st['recall_at_100']:.4f}, embedded in {st['encode_s']:.0f}s")
         timings["index"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"6/6 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
+        _banner(f"7/7 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
         serve.start(http_options=http_options(cfg.serve))
         serve.run(build_app({"config": args.config, "overrides": args.overrides, "index_version": release.version}),
                   name="recommender", route_prefix=cfg.serve.route_prefix)
@@ -118,6 +128,8 @@ def _run(cfg, args) -> int:
         print(f"next /recommend for {user}: {[i['item_id'] for i in after['items']]} (was {[i['item_id'] for i in answer.json()['items']]})")
         cold = requests.post(base + "/recommend", json={"user_id": "someone-new", "k": 3}, timeout=30).json()
         print(f"unknown user → cold_start={cold['cold_start']}, {[i['item_id'] for i in cold['items']]}")
+        if m.get("search"):
+            _search_demo(base, dataset, user)
         print(f"OpenAPI docs: {base}/docs")
         timings["serve"] = time.perf_counter() - t
     finally:
@@ -127,3 +139,20 @@ def _run(cfg, args) -> int:
     _banner("done")
     print("  ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     return 0
+
+
+def _search_demo(base: str, dataset, user: str) -> None:
+    """A new item (cold start), found by its title and searched for personally."""
+    donor = dataset.items().iloc[0]
+    new = {"item_id": f"demo-new-{int(time.time())}", "title": "Aurora Silk Night Cream", "category": donor["category"],
+           "brand": donor["brand"], "attributes": list(donor["attributes"])}
+    added = requests.post(base + "/items", json=new, timeout=30)
+    print(f"POST {base}/items {new['item_id']} {new['title']!r} → {added.status_code} {added.json()}")
+    added.raise_for_status()
+    for body in ({"query": "silk night cream", "k": 3}, {"query": "night cream", "user_id": user, "k": 3}):
+        found = requests.post(base + "/search", json=body, timeout=30)
+        found.raise_for_status()
+        hits = found.json()
+        print(f"POST {base}/search {json.dumps(body)} → {found.status_code} ({hits['mode']})")
+        for h in hits["items"]:
+            print(f"  {h['item_id']:>24}  {h['score']:.3f}  {h['title']!r}  signals {h['signals']}")

@@ -15,7 +15,7 @@ from recsys.data.dataset import PreparedDataset
 from recsys.data.sources import dataset_root
 
 # The pipeline's stages, in order; each has an entrypoint ray_jobs/<script>.py.
-PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "ctr", "index", "evaluate")
+PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "ctr", "search", "index", "evaluate")
 
 
 def prepare(cfg: RecsysConfig) -> PreparedDataset:
@@ -79,6 +79,19 @@ def latest_ctr(cfg: RecsysConfig) -> Path | None:
 
 def latest_finetuned(cfg: RecsysConfig) -> Path:
     return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model", "finetune")
+
+
+def search(cfg: RecsysConfig, dataset: PreparedDataset | None = None) -> Path | None:
+    """The search stage: contrastive fine-tuning of the text encoder on the logs' (query, clicked
+    item) pairs. None when search is off or the logs hold no searches (Amazon Beauty): the index
+    stage then embeds item texts with the pretrained encoder."""
+    from recsys.search.train import train_search_encoder
+
+    if not cfg.search.enabled:
+        return None
+    if dataset is None:  # the catalog the recommender was trained on, which the index pairs it with
+        dataset = PreparedDataset(json.loads((latest_finetuned(cfg) / "recsys.json").read_text())["dataset_path"])
+    return train_search_encoder(cfg, dataset)
 
 
 def index(cfg: RecsysConfig, model_path: Path | None = None):

@@ -46,4 +46,11 @@ def build_app(args: ServeArgs | dict) -> Application:
         list(cfg.data.interaction_events),
         int(cfg.data.session_gap_minutes * 60_000),
         events,
+        cfg.search.model_dump(mode="json"),
+        str(items_log(cfg)),
     )
+
+
+def items_log(cfg: RecsysConfig):
+    """Where POST /items makes new items durable (serving.cold_start), beside the event store."""
+    return cfg.artifacts_root / "serving" / cfg.run_name / "new_items.jsonl"

@@ -126,7 +126,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 @api.exception_handler(RequestError)
 async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
-    kind = "not_found" if exc.status == 404 else "unavailable" if exc.status == 503 else "invalid_request"
+    kind = {404: "not_found", 409: "conflict", 503: "unavailable"}.get(exc.status, "invalid_request")
     return JSONResponse(status_code=exc.status, content=error_body(kind, exc.field, exc.message))
 
 

@@ -63,6 +63,21 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: flo
     }
 
 
+def load_levels(url: str, bodies_file, seconds: float, levels=(1, 16, 64), cwd=None) -> dict:
+    """One closed-loop run per concurrency level, each from a fresh load-generator process."""
+    import subprocess
+
+    out = {}
+    for c in levels:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.loadgen", "--url", url, "--bodies", str(bodies_file), "--concurrency", str(c), "--seconds", str(seconds)],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        )
+        out[f"c{c}"] = json.loads(done.stdout)
+        print(f"  c{c}: {out[f'c{c}']}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="closed-loop HTTP POST load")
     parser.add_argument("--url", required=True)

@@ -13,15 +13,15 @@ class ServingMetrics:
         self.requests = Counter("recsys_serve_requests", "HTTP requests answered, by route and status", tag_keys=("route", "status"))
         self.latency = Histogram("recsys_serve_latency_ms", "HTTP request latency inside the replica", boundaries=LATENCY_MS, tag_keys=("route",))
         self.stage = Histogram(
-            "recsys_serve_stage_ms", "time per scoring stage (encode, ann, rank, events) per batch or call", boundaries=LATENCY_MS, tag_keys=("stage",)
+            "recsys_serve_stage_ms", "time per scoring stage (encode, ann, rank, query_encode, search) per batch", boundaries=LATENCY_MS, tag_keys=("stage",)
         )
         self.batch_size = Histogram("recsys_serve_batch_size", "requests scored together by @serve.batch", boundaries=[1, 2, 4, 8, 16, 32, 64])
         self.version = Gauge("recsys_serve_version_info", "1 for the version this replica serves", tag_keys=("version", "model_version"))
         self.cold_start = Counter("recsys_serve_cold_start", "recommendations answered from popularity (unknown users)")
 
     def request(self, route: str, status: int, ms: float) -> None:
-        route = route if route.startswith(("/recommend", "/rank", "/events", "/healthz", "/readyz", "/docs", "/openapi")) else (
-            "/items/{id}" if route.startswith("/items/") else "other"
+        route = route if route.startswith(("/recommend", "/rank", "/search", "/events", "/healthz", "/readyz", "/docs", "/openapi")) else (
+            "/items/{id}" if route.startswith("/items/") else "/items" if route == "/items" else "other"
         )
         self.requests.inc(tags={"route": route, "status": str(status)})
         self.latency.observe(ms, tags={"route": route})

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from ray import serve
 
-from recsys.config import EventStoreConfig, IndexConfig, ServeConfig
+from recsys.config import EventStoreConfig, IndexConfig, SearchConfig, ServeConfig
 from recsys.index import IndexRelease
-from serving.engine import Filters, Job, ServingModel, context_of
+from recsys.search.engine import check_query
+from serving.cold_start import CatalogLog
+from serving.engine import Filters, Job, SearchJob, ServingModel, context_of
 from serving.events import MemoryEventStore, RedisEventStore, now_ms
 from serving.http import Limits, RequestError, api
 from serving.metrics import ServingMetrics
@@ -32,10 +34,16 @@ from serving.schemas import (
     EventResponse,
     Explanation,
     ItemResponse,
+    NewItemRequest,
+    NewItemResponse,
     RankRequest,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    SearchSignals,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -80,12 +88,15 @@ class _LocalEvents:
 @serve.deployment
 @serve.ingress(api)
 class RecommenderDeployment:
-    def __init__(self, serve_config: dict, index_config: dict, index_root: str, interaction_events: list[str], session_gap_ms: int, events=None):
+    def __init__(self, serve_config: dict, index_config: dict, index_root: str, interaction_events: list[str], session_gap_ms: int,
+                 events=None, search_config: dict | None = None, items_log: str | None = None):
         import torch
 
         torch.set_num_threads(1)
         self.cfg = ServeConfig.model_validate(serve_config)
         self.index_cfg = IndexConfig.model_validate(index_config)
+        self.search_cfg = SearchConfig.model_validate(search_config or {})
+        self.items_log = CatalogLog(items_log) if items_log else None
         self.index_root = Path(index_root)
         self.interactions = set(interaction_events)
         self.session_gap_ms = session_gap_ms
@@ -96,6 +107,8 @@ class RecommenderDeployment:
         Limits.max_body_bytes, Limits.metrics = self.cfg.max_body_bytes, self.metrics
         self._score.set_max_batch_size(self.cfg.batching.max_batch_size)
         self._score.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
+        self._search.set_max_batch_size(self.cfg.batching.max_batch_size)
+        self._search.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
 
     async def reconfigure(self, user_config: dict) -> None:
         try:
@@ -122,15 +135,27 @@ class RecommenderDeployment:
         logger.info("now serving %s (was %s)", candidate.version, old.version if old else None)
 
     def _load_checked(self, release: IndexRelease) -> ServingModel:
-        model = ServingModel(release, self.cfg, self.index_cfg)
+        model = ServingModel(release, self.cfg, self.index_cfg, self.search_cfg)
         model.check(self.index_cfg.min_recall_at_100)
+        model.items_offset = 0
+        self._sync_items(model)  # items added while the previous version served
         return model
 
     # ---- helpers -----------------------------------------------------------------------
     def _model(self) -> ServingModel:
         if self.active is None:
             raise RequestError("service", "no model version is loaded yet", status=503)
+        self._sync_items(self.active)
         return self.active
+
+    def _sync_items(self, model: ServingModel) -> None:
+        """Ingest items another replica (or this one before a restart) added through POST /items."""
+        if self.items_log is None:
+            return
+        new, model.items_offset = self.items_log.read_from(model.items_offset)
+        for item in new:
+            if item["item_id"] not in model.index_of:
+                model.add_item(item)
 
     def _indices(self, model: ServingModel, ids: list[str], field: str) -> list[int]:
         unknown = [f"{field}[{i}]={x!r}" for i, x in enumerate(ids) if x not in model.index_of]
@@ -165,6 +190,17 @@ class RecommenderDeployment:
                 m.score_jobs([job])
         else:
             self.metrics.stages(model.score_jobs(batch))
+        self.metrics.batch_size.observe(len(jobs))
+        return [job.results for _, job in jobs]
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _search(self, jobs: list[tuple]) -> list[list]:
+        model, batch = jobs[0][0], [job for _, job in jobs]
+        if any(m is not model for m, _ in jobs):
+            for m, job in jobs:
+                m.search_jobs([job])
+        else:
+            self.metrics.stages(model.search_jobs(batch))
         self.metrics.batch_size.observe(len(jobs))
         return [job.results for _, job in jobs]
 
@@ -230,6 +266,51 @@ class RecommenderDeployment:
         results = model.rank_given(history, candidates, context)
         ranker = "ctr" if model.ranker is not None else "retrieval"
         return RecommendResponse(cold_start=False, ranker=ranker, items=self._items(model, results, history, context, body.explain), **base)
+
+    @api.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
+    async def search(self, body: SearchRequest) -> SearchResponse:
+        """Keyword search: BM25 and the text encoder over item text, personalised by the user's history."""
+        model = self._model()
+        if model.search is None:
+            raise RequestError("service", f"version {model.version} has no text index; build it with search.enabled: true", status=503)
+        try:
+            query = check_query(body.query, self.search_cfg.max_query_chars, self.search_cfg.max_query_terms)
+        except ValueError as exc:
+            raise RequestError("query", str(exc)) from None
+        k = body.k or self.cfg.default_k
+        if k > self.cfg.max_k:
+            raise RequestError("k", f"k must be ≤ {self.cfg.max_k} (serve.max_k), got {k}")
+        mode = body.mode or ("hybrid_personal" if body.user_id or body.item_ids else "hybrid")
+        history: list[int] = []
+        if mode == "hybrid_personal":
+            if not (body.user_id or body.item_ids):
+                raise RequestError("mode", "hybrid_personal needs user_id or item_ids to personalise with")
+            history, _, _ = await self._user_state(model, body.user_id, body.item_ids, None)
+            if not history:  # nothing known about this user: relevance alone
+                mode = "hybrid"
+        f = body.filters
+        allowed = model.allowed(Filters(f.categories, f.price_min, f.price_max, False, f.brands) if f else None, set())
+        hits = await self._search((model, SearchJob(query, history, k, mode, allowed)))
+        texts = model.search.texts
+        items = [
+            SearchHit(score=h.score, **model.item(h.item), signals=SearchSignals(
+                lexical_terms=model.search.lexical.matched_terms(query, texts[h.item - 1]), lexical=h.lexical, semantic=h.semantic, personal=h.personal))
+            for h in hits
+        ]
+        return SearchResponse(query=query, mode=mode, user_id=body.user_id, version=model.version, items=items)
+
+    @api.post("/items", response_model=NewItemResponse, status_code=201)
+    async def add_item(self, body: NewItemRequest) -> NewItemResponse:
+        """Cold start: a new item is searchable and recommendable from its text and attributes at once."""
+        model = self._model()
+        if body.item_id in model.index_of:
+            raise RequestError("item_id", f"item {body.item_id!r} is already in the catalog; item ids are never reused", status=409)
+        item = body.model_dump()
+        if self.items_log is not None:
+            self.items_log.append(item)  # durable before it is acknowledged; every replica ingests it from here
+        info = model.add_item(item)
+        return NewItemResponse(item_id=body.item_id, searchable=model.search is not None, recommendable=bool(info["known_attributes"]),
+                               known_attributes=info["known_attributes"], unknown_attributes=info["unknown_attributes"])
 
     @api.post("/events", response_model=EventResponse)
     async def record_event(self, body: EventRequest) -> EventResponse:

@@ -13,17 +13,23 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class FiltersBody(_Body):
+class CatalogFilters(_Body):
+    """Applied before retrieval and ranking: only matching items are candidates."""
+
     categories: list[str] | None = Field(None, min_length=1, max_length=100, description="only items of these categories")
+    brands: list[str] | None = Field(None, min_length=1, max_length=100, description="only items of these brands")
     price_min: float | None = Field(None, ge=0)
     price_max: float | None = Field(None, ge=0)
-    exclude_purchased: bool = Field(False, description="never return what the user bought (logs and live events)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> FiltersBody:
+    def _ordered(self):
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) must be ≤ price_max ({self.price_max})")
         return self
+
+
+class FiltersBody(CatalogFilters):
+    exclude_purchased: bool = Field(False, description="never return what the user bought (logs and live events)")
 
 
 class _UserBody(_Body):
@@ -48,6 +54,40 @@ class RecommendRequest(_UserBody):
 
 class RankRequest(_UserBody):
     candidates: list[str] = Field(min_length=1, description="item ids to order for this user")
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1, max_length=4096, description="the keywords; empty, word-less or overlong queries answer 422")
+    user_id: str | None = Field(None, min_length=1, max_length=256, description="personalise the ranking with this user's history")
+    item_ids: list[str] | None = Field(None, description="recent item ids, oldest first; appended to the user's known history")
+    k: int | None = Field(None, ge=1, description="how many items to return (default and maximum from serve config)")
+    filters: CatalogFilters | None = None
+    mode: Literal["lexical", "dense", "hybrid", "hybrid_personal"] | None = Field(
+        None, description="ranking: default hybrid_personal when a user or items are given, else hybrid"
+    )
+
+
+class NewItemRequest(_Body):
+    item_id: str = Field(min_length=1, max_length=256)
+    title: str | None = Field(None, max_length=1024)
+    category: str | None = Field(None, max_length=256)
+    brand: str | None = Field(None, max_length=256)
+    price: float | None = Field(None, ge=0)
+    attributes: list[str] = Field(default_factory=list, max_length=100, description="name:value strings as in the catalog")
+
+    @model_validator(mode="after")
+    def _has_content(self) -> NewItemRequest:
+        if not (self.title or self.category or self.brand or self.attributes):
+            raise ValueError("a new item needs a title, category, brand or attributes to be found and recommended by")
+        return self
+
+
+class NewItemResponse(BaseModel):
+    item_id: str
+    searchable: bool = Field(description="its text is embedded: /search finds it")
+    recommendable: bool = Field(description="its vector comes from known attributes: /recommend can return it")
+    known_attributes: list[str]
+    unknown_attributes: list[str] = Field(description="attributes the models were not trained with (ignored for recommendation)")
 
 
 class EventRequest(_Body):
@@ -91,6 +131,31 @@ class RecommendResponse(BaseModel):
     model_version: str
     ranker: Literal["retrieval", "ctr", "popularity"]
     items: list[RecommendedItem]
+
+
+class SearchSignals(BaseModel):
+    lexical_terms: list[str] = Field(description="query words found in the item's text")
+    lexical: float = Field(description="BM25 over the query's best BM25 among the allowed items")
+    semantic: float = Field(description="cosine of the query's and the item text's embeddings")
+    personal: float | None = Field(None, description="the user's affinity (squashed z-score of u·v among candidates); personalised mode only")
+
+
+class SearchHit(BaseModel):
+    item_id: str
+    score: float
+    title: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    signals: SearchSignals
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Literal["lexical", "dense", "hybrid", "hybrid_personal"]
+    user_id: str | None
+    version: str
+    items: list[SearchHit]
 
 
 class EventResponse(BaseModel):

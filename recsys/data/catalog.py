@@ -20,6 +20,13 @@ def unique_catalog(catalog: pa.Table) -> tuple[pa.Table, int]:
     return catalog, n_rows - catalog.num_rows
 
 
+def attribute_names(category: str | None, brand: str | None, attributes) -> list[str]:
+    """An item's attributes as the models see them: category and brand beside the listed ones."""
+    extra = [f"category:{category}"] if category else []
+    extra += [f"brand:{brand}"] if brand else []
+    return extra + list(attributes if attributes is not None else [])
+
+
 def item_table(catalog: pa.Table, vocab: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
     """(items, attributes) from a `unique_catalog`.
 
@@ -31,13 +38,8 @@ def item_table(catalog: pa.Table, vocab: pa.Array | None = None) -> tuple[pa.Tab
         if catalog.num_rows != len(vocab):
             raise RuntimeError(f"{len(vocab) - catalog.num_rows} vocabulary items are missing from the catalog")
 
-    def attrs_of(row: dict) -> list[str]:
-        extra = [f"category:{row['category']}"] if row.get("category") else []
-        extra += [f"brand:{row['brand']}"] if row.get("brand") else []
-        return extra + list(row.get("attributes") or [])
-
     rows = catalog.to_pylist()
-    item_attrs = [attrs_of(r) for r in rows]
+    item_attrs = [attribute_names(r.get("category"), r.get("brand"), r.get("attributes")) for r in rows]
     names = sorted({a for attrs in item_attrs for a in attrs})
     attr_index = {a: i + 1 for i, a in enumerate(names)}
     items = catalog.append_column("item_index", pa.array(np.arange(1, len(rows) + 1), pa.int32()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,11 +54,14 @@ class TextEncoder(nn.Module):
         return F.normalize(pooled, dim=-1)
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 128) -> torch.Tensor:
-        """(len(texts), dim) unit vectors."""
+    def encode(self, texts: list[str], batch_size: int = 128, max_tokens: int = MAX_TOKENS) -> torch.Tensor:
+        """(len(texts), dim) unit vectors. Texts are sorted by length for batching (less padding)."""
         was_training = self.training
         self.eval()
-        out = [self(**self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = [self(**self.tokenize([texts[j] for j in order[i : i + batch_size]], max_tokens)) for i in range(0, len(texts), batch_size)]
+        if out:
+            out = [torch.cat(out)[torch.as_tensor(np.argsort(order))]]
         self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 

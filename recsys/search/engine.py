@@ -1,24 +1,36 @@
 """Keyword search over the catalog: lexical (BM25), dense (the text encoder), hybrid (both), and
-hybrid personalised (plus the recommender's user · item score).
+hybrid personalised (plus the recommender's user · item score). Offline evaluation and the
+`/search` endpoint run this same code.
 
-Every variant scores the same candidate set per query — the dense top-`candidates` by cosine
-united with the lexical top-`candidates` by BM25 — so the variants differ only in how they order
-it. Scores are put on one scale per query before they are mixed: BM25 divided by the query's best
-BM25, cosine as is (both in [0, 1] for matching items), and the personal score as the candidates'
-z-score squashed by a sigmoid.
+Every variant scores the same candidate set per query — the dense top-`candidates` (from the
+versioned ANN index over the item text vectors) united with the lexical top-`candidates` by
+BM25 — so the variants differ only in how they order it. Filters are applied before either
+retrieval (a bitmap inside FAISS, a mask on BM25). Scores are put on one scale per query before
+they are mixed: BM25 divided by the query's best BM25 among the allowed items, cosine as is (both
+in [0, 1] for matching items), and the personal score as the candidates' z-score squashed by a
+sigmoid.
+
+Cold start: `add` embeds a new item's text at once; items added after the index was built are
+scored exactly beside the ANN search, so they are found from the moment they are added.
 """
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from recsys.index.ann import ItemIndex
 from recsys.search.encoder import TextEncoder, item_text
-from recsys.search.lexical import BM25Index
+from recsys.search.lexical import BM25Index, tokenize
 
 VARIANTS = ("lexical", "dense", "hybrid", "hybrid_personal")
+MAX_WORD_CHARS = 64
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -28,50 +40,184 @@ class SearchWeights:
     personal: float = 0.3
     candidates: int = 200
 
+    @classmethod
+    def of(cls, cfg) -> SearchWeights:
+        """From the typed `search` config section."""
+        return cls(cfg.dense_weight, cfg.lexical_weight, cfg.personal_weight, cfg.candidates)
+
+
+@dataclass
+class Hit:
+    """One ranked item and the signals behind its score."""
+
+    item: int
+    score: float
+    lexical: float  # BM25 / the query's best BM25
+    semantic: float  # cosine of query and item text
+    personal: float | None  # the user's squashed affinity (hybrid_personal only)
+
+
+def fit_mask(allowed: np.ndarray | None, n: int) -> np.ndarray | None:
+    """A filter mask made before items were added covers them as not allowed."""
+    if allowed is None or len(allowed) >= n:
+        return allowed
+    return np.concatenate([allowed, np.zeros(n - len(allowed), dtype=bool)])
+
+
+def check_query(query: str, max_chars: int, max_terms: int) -> str:
+    """The query, stripped, or ValueError saying what is wrong with it and what is accepted."""
+    q = query.strip()
+    if not q:
+        raise ValueError("query is empty; send the words to search for")
+    if len(q) > max_chars:
+        raise ValueError(f"query is {len(q)} characters; at most {max_chars} (search.max_query_chars)")
+    if _CONTROL.search(q):
+        raise ValueError("query contains control characters; send plain text")
+    terms = tokenize(q)
+    if not terms:
+        raise ValueError(f"query {q!r} has no words (letters or digits) to search for")
+    if len(terms) > max_terms:
+        raise ValueError(f"query has {len(terms)} words; at most {max_terms} (search.max_query_terms)")
+    longest = max(terms, key=len)
+    if len(longest) > MAX_WORD_CHARS:
+        raise ValueError(f"query word {longest[:20]!r}… is {len(longest)} characters; words are at most {MAX_WORD_CHARS}")
+    return q
+
 
 class SearchIndex:
-    """Item texts, their BM25 index and their text embeddings (row i = item index i + 1)."""
+    """Item texts, their BM25 index and their text vectors (row i = item index i + 1), with a dense
+    ANN index over the first `indexed` rows."""
 
-    def __init__(self, items: list[dict], encoder: TextEncoder):
-        self.items = sorted(items, key=lambda r: r["item_index"])
-        self.texts = [item_text(r.get("title"), r.get("category"), r.get("brand"), r.get("attributes")) for r in self.items]
-        self.encoder = encoder
+    def __init__(self, texts: list[str], vectors: np.ndarray, encoder: TextEncoder, weights: SearchWeights,
+                 dense_index: ItemIndex | None = None, max_tokens: int = 48, cache_size: int = 0):
+        from recsys.config import IndexConfig
+
+        self.texts = list(texts)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.encoder, self.weights, self.max_tokens = encoder, weights, max_tokens
+        self.dense_index = dense_index or ItemIndex.build(self.vectors, IndexConfig(kind="flat"))
+        self.indexed = self.dense_index.num_items
+        if self.indexed != len(self.texts):
+            raise ValueError(f"the text index holds {self.indexed} items, the catalog {len(self.texts)}: they must agree")
         self.lexical = BM25Index(self.texts)
-        self.vectors = encoder.encode(self.texts).numpy()
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
+
+    @classmethod
+    def from_items(cls, items: list[dict], encoder: TextEncoder, weights: SearchWeights, max_tokens: int = 48) -> SearchIndex:
+        """Embed every item's text now (offline evaluation and tests); rows sorted by item index."""
+        texts = [item_text(r.get("title"), r.get("category"), r.get("brand"), r.get("attributes")) for r in sorted(items, key=lambda r: r["item_index"])]
+        return cls(texts, encoder.encode(texts, max_tokens=max_tokens).numpy(), encoder, weights, max_tokens=max_tokens)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.texts)
+
+    def add(self, text: str) -> int:
+        """Cold start: a new item's text is embedded and searchable at once; returns its item index."""
+        vector = self.encoder.encode([text], max_tokens=self.max_tokens).numpy()
+        self.texts.append(text)
+        self.vectors = np.vstack([self.vectors, vector])
+        self.lexical = BM25Index(self.texts)  # BM25's document frequencies cover the new item too
+        return len(self.texts)
 
     def add_item(self, item: dict) -> int:
-        """Cold start: an item added after training is searchable at once (its text embedded now)."""
-        self.items.append(item)
-        self.texts.append(item_text(item.get("title"), item.get("category"), item.get("brand"), item.get("attributes")))
-        self.lexical = BM25Index(self.texts)
-        self.vectors = np.vstack([self.vectors, self.encoder.encode(self.texts[-1:]).numpy()])
-        return len(self.items)
+        return self.add(item_text(item.get("title"), item.get("category"), item.get("brand"), item.get("attributes")))
 
-    def score(self, query: str, variant: str, weights: SearchWeights, personal: np.ndarray | None = None,
-              query_vector: np.ndarray | None = None) -> np.ndarray:
-        """(N,) scores of every item for one query; -inf outside the candidate set (hybrid variants).
+    def encode_queries(self, queries: list[str]) -> np.ndarray:
+        """(B, D) query vectors in one encoder pass for the ones not in the LRU cache."""
+        missing = list(dict.fromkeys(q for q in queries if q not in self.cache))
+        fresh = dict(zip(missing, self.encoder.encode(missing, max_tokens=self.max_tokens).numpy(), strict=True)) if missing else {}
+        out = []
+        for q in queries:
+            v = fresh.get(q)
+            if v is None:
+                v = self.cache[q]
+                self.cache.move_to_end(q)
+            elif self.cache_size:
+                self.cache[q] = v
+                if len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+            out.append(v)
+        return np.stack(out) if out else np.zeros((0, self.vectors.shape[1]), np.float32)
+
+    # ---- one query -----------------------------------------------------------------------
+    def lexical_scores(self, query: str, allowed: np.ndarray | None = None) -> np.ndarray:
+        """(N,) BM25 over the best allowed BM25 (0 for items not allowed)."""
+        lex = self.lexical.scores(query)
+        if allowed is not None:
+            lex = np.where(allowed, lex, 0.0).astype(np.float32)
+        best = lex.max() if len(lex) else 0.0
+        return lex / best if best > 0 else lex
+
+    def candidates(self, query_vector: np.ndarray, lex: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Item indices: the dense top-n (ANN over indexed items, exact over items added since)
+        united with the lexical top-n (items sharing a word with the query)."""
+        n = self.weights.candidates
+        _, ids = self.dense_index.search(query_vector[None], n, None if allowed is None else allowed[: self.indexed])
+        dense_ids = ids[0][ids[0] > 0]
+        if self.num_items > self.indexed:  # cold-start items, scored exactly
+            extra = self.vectors[self.indexed :] @ query_vector
+            if allowed is not None:
+                extra = np.where(allowed[self.indexed :], extra, -np.inf)
+            top = np.argsort(-extra, kind="stable")[:n]
+            dense_ids = np.concatenate([dense_ids, top[np.isfinite(extra[top])] + self.indexed + 1])
+        m = min(n, len(lex))
+        lex_top = np.argpartition(-lex, m - 1)[:m]
+        return np.union1d(dense_ids, lex_top[lex[lex_top] > 0] + 1).astype(np.int64)
+
+    def mix(self, variant: str, semantic: np.ndarray, lexical: np.ndarray, personal: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores, squashed personal affinity) of candidates from their signals."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if variant == "lexical":
+            return lexical, None
+        if variant == "dense":
+            return semantic, None
+        w = self.weights
+        mixed = w.dense * semantic + w.lexical * lexical
+        if variant != "hybrid_personal":
+            return mixed, None
+        if personal is None:
+            raise ValueError("hybrid_personal needs the user's recommender scores (personal)")
+        z = (personal - personal.mean()) / (personal.std() + 1e-6)
+        affinity = 1 / (1 + np.exp(-z))
+        return mixed + w.personal * affinity, affinity
+
+    def rank(self, query: str, query_vector: np.ndarray, k: int, variant: str,
+             personal: Callable[[np.ndarray], np.ndarray] | None = None, allowed: np.ndarray | None = None) -> list[Hit]:
+        """The k best allowed items for one query, best first. `personal(item indices)` → the
+        recommender's u·v of those items (hybrid_personal only)."""
+        allowed = fit_mask(allowed, self.num_items)
+        lex = self.lexical_scores(query, allowed)
+        cands = self.candidates(query_vector, lex, allowed)
+        if not len(cands):
+            return []
+        semantic = self.vectors[cands - 1] @ query_vector
+        p = personal(cands) if variant == "hybrid_personal" and personal is not None else None
+        scores, affinity = self.mix(variant, semantic, lex[cands - 1], p)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [
+            Hit(int(cands[i]), float(scores[i]), float(lex[cands[i] - 1]), float(semantic[i]), None if affinity is None else float(affinity[i]))
+            for i in order
+        ]
+
+    def score(self, query: str, variant: str, personal: np.ndarray | None = None, query_vector: np.ndarray | None = None) -> np.ndarray:
+        """(N,) scores of every item for one query (offline evaluation): lexical and dense score
+        every item; the hybrids score the candidate set and give the rest -inf.
         `personal`: (N,) the recommender's u·v for this user (hybrid_personal only)."""
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        lex = self.lexical.scores(query)
-        lex = lex / lex.max() if lex.max() > 0 else lex
+        lex = self.lexical_scores(query)
         if variant == "lexical":
             return lex
-        q = query_vector if query_vector is not None else self.encoder.encode([query]).numpy()[0]
-        dense = self.vectors @ q
+        q = query_vector if query_vector is not None else self.encode_queries([query])[0]
         if variant == "dense":
-            return dense
-        n = min(weights.candidates, len(dense))
-        cands = np.union1d(np.argpartition(-dense, n - 1)[:n], np.argpartition(-lex, n - 1)[:n])
-        out = np.full(len(dense), -np.inf, dtype=np.float32)
-        mixed = weights.dense * dense[cands] + weights.lexical * lex[cands]
-        if variant == "hybrid_personal":
-            if personal is None:
-                raise ValueError("hybrid_personal needs the user's recommender scores (personal)")
-            p = personal[cands]
-            z = (p - p.mean()) / (p.std() + 1e-6)
-            mixed = mixed + weights.personal * (1 / (1 + np.exp(-z)))
-        out[cands] = mixed
+            return self.vectors @ q
+        cands = self.candidates(q, lex)
+        out = np.full(self.num_items, -np.inf, dtype=np.float32)
+        if len(cands):
+            out[cands - 1] = self.mix(variant, self.vectors[cands - 1] @ q, lex[cands - 1], None if personal is None else personal[cands - 1])[0]
         return out
 
 
@@ -94,10 +240,10 @@ def search_metrics(ranks: list[int]) -> dict:
     }
 
 
-def evaluate_search(index: SearchIndex, examples: list[dict], weights: SearchWeights, recommender=None) -> dict:
+def evaluate_search(index: SearchIndex, examples: list[dict], recommender=None) -> dict:
     """Quality of every variant on held-out (query, clicked item, user history) examples.
     `recommender`: a SeqRecModel for the personal score (skipped when None)."""
-    queries = index.encoder.encode([e["query"] for e in examples]).numpy()
+    queries = index.encode_queries([e["query"] for e in examples])
     personal = None
     if recommender is not None:
         histories = [e["history"] or [recommender.config.pad_index] for e in examples]
@@ -108,7 +254,7 @@ def evaluate_search(index: SearchIndex, examples: list[dict], weights: SearchWei
         if variant == "hybrid_personal" and personal is None:
             continue
         ranks = [
-            rank_of(index.score(e["query"], variant, weights, None if personal is None else personal[i], queries[i]), e["item"])
+            rank_of(index.score(e["query"], variant, None if personal is None else personal[i], queries[i]), e["item"])
             for i, e in enumerate(examples)
         ]
         out[variant] = search_metrics(ranks)

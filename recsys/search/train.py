@@ -28,7 +28,9 @@ STAGE = "search"
 
 
 def search_pairs(dataset: PreparedDataset, split: str) -> list[dict]:
-    """(query, item index, item text) of one split of examples/search."""
+    """(query, item index, item text) of one split of examples/search ([] when the logs hold no searches)."""
+    if not Path(dataset.split_dir("examples/search")).exists():
+        return []
     ex = pq.read_table(dataset.split_dir("examples/search"), filters=[("split", "=", split)]).to_pydict()
     items = {r["item_index"]: r for r in dataset.items().to_dict("records")}
     return [
@@ -84,8 +86,29 @@ def search_loop_per_worker(loop_config: dict) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
 
 
-def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset) -> Path:
-    """Fine-tune from the bundled MiniLM, publish the encoder under models/<run>/search/<version>."""
+def encoder_for(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[Path, str]:
+    """(encoder folder, "fine-tuned" | "pretrained") for a catalog: the latest search-stage export
+    trained on this dataset; the bundled MiniLM when the logs hold no searches to fine-tune on."""
+    from recsys.artifacts import model_dir
+    from recsys.search.encoder import pretrained_path
+
+    parent = model_dir(cfg.artifacts_root, cfg.run_name, STAGE)
+    pointer = parent / "LATEST"
+    if pointer.is_file():
+        path = parent / pointer.read_text().strip()
+        if Path(json.loads((path / "recsys.json").read_text())["dataset_path"]) == dataset.path:
+            return path, "fine-tuned"
+    if search_pairs(dataset, "train"):
+        raise FileNotFoundError(
+            f"{dataset.path} has search logs but no search encoder was fine-tuned on it under {parent}; "
+            "run the search stage first (recsys search --config <file>), or set search.enabled: false"
+        )
+    return pretrained_path(), "pretrained"
+
+
+def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset) -> Path | None:
+    """Fine-tune from the bundled MiniLM, publish the encoder under models/<run>/search/<version>.
+    None when the logs hold no searches (the index then embeds with the pretrained encoder)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -93,6 +116,8 @@ def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset) -> Path:
     from recsys.search.encoder import pretrained_path
 
     pairs = search_pairs(dataset, "train")
+    if not pairs:
+        return None
     need = cfg.cluster.train_workers * cfg.search.train.batch_size
     if len(pairs) < need:
         raise ValueError(

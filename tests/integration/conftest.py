@@ -14,6 +14,11 @@ import yaml
 pytestmark = pytest.mark.integration
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that add items to the served catalog run last, so parity tests see the trained catalog."""
+    items.sort(key=lambda item: item.get_closest_marker("mutates_catalog") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,6 +41,7 @@ def tiny_config_dict(root: Path) -> dict:
         "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.01, "zero_stage": 2, "attribute_loss_weight": 0.5},
         "finetune": {"epochs": 3, "batch_size": 32, "lr": 0.01, "zero_stage": 2},
         "eval": {"ks": [5, 10]},
+        "search": {"train": {"epochs": 2, "batch_size": 16, "lr": 1e-4, "zero_stage": 2}, "candidates": 40},
         "serve": {"port": free_port(), "max_k": 50, "candidates": 30, "ingress": serve_ingress()},
     }
 
@@ -115,6 +121,18 @@ def publish_untrained_ctr(cfg, finetuned: Path) -> Path:
     return publish_folder(scratch, model_dir(cfg.artifacts_root, cfg.run_name, "ctr"), "untrained-head", meta)
 
 
+_search_encoder: list = []
+
+
+def search_encoder(tiny_run) -> Path:
+    """The search stage on the tiny shop, once per session (the index stage needs its encoder)."""
+    from recsys import stages
+
+    if not _search_encoder:
+        _search_encoder.append(stages.search(tiny_run.cfg, tiny_run.dataset))
+    return _search_encoder[0]
+
+
 @pytest.fixture(scope="session")
 def served(tiny_run) -> Served:
     """Serve running the tiny run: the fine-tuned model + CTR ranker, with a second published version to swap to."""
@@ -125,6 +143,7 @@ def served(tiny_run) -> Served:
     from serving.deploy import deploy_config, wait_ready
     from serving.serve_config import http_options, serve_config
 
+    search_encoder(tiny_run)
     retrieval_only = load_config(tiny_run.config_path, ["serve.ranker=retrieval"])
     other = stages.index(retrieval_only, tiny_run.pretrained.model_path)
     ctr_path = publish_untrained_ctr(tiny_run.cfg, tiny_run.finetuned.model_path)

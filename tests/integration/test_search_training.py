@@ -8,25 +8,24 @@ pytestmark = pytest.mark.integration
 def test_fine_tuning_improves_validation_retrieval(tiny_run, monkeypatch):
     import torch
 
-    from recsys.config import load_config
     from recsys.search.encoder import TextEncoder
     from recsys.search.engine import SearchIndex, SearchWeights, rank_of, search_metrics
-    from recsys.search.train import search_pairs, train_search_encoder
+    from recsys.search.train import search_pairs
+    from tests.integration.conftest import search_encoder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from a hub
     torch.set_num_threads(2)
-    cfg = load_config(tiny_run.config_path, ["search.train.epochs=2", "search.train.batch_size=16", "search.train.lr=1e-4"])
     items = tiny_run.dataset.items().to_dict("records")
     valid = search_pairs(tiny_run.dataset, "valid") + search_pairs(tiny_run.dataset, "test")
     assert len(valid) >= 20
 
     def quality(encoder) -> dict:
-        index = SearchIndex(items, encoder)
-        q = encoder.encode([p["query"] for p in valid]).numpy()
-        return search_metrics([rank_of(index.score(p["query"], "dense", SearchWeights(), None, q[i]), p["item"]) for i, p in enumerate(valid)])
+        index = SearchIndex.from_items(items, encoder, SearchWeights())
+        q = index.encode_queries([p["query"] for p in valid])
+        return search_metrics([rank_of(index.score(p["query"], "dense", None, q[i]), p["item"]) for i, p in enumerate(valid)])
 
     before = quality(TextEncoder())
-    exported = train_search_encoder(cfg, tiny_run.dataset)
+    exported = search_encoder(tiny_run)
     after = quality(TextEncoder(exported))
     print(f"search fine-tuning on {len(valid)} held-out searches: before {before} after {after}")
     assert (exported / "model.safetensors").is_file() and (exported / "tokenizer.json").is_file()

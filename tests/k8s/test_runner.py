@@ -83,7 +83,7 @@ def test_401_404_409(api, kubeconfig, tmp_path, capsys):
 
 def test_bad_stage_and_missing_manifests(api, kubeconfig, tmp_path, capsys):
     assert k8s(kubeconfig, "submit", "train") == 1
-    assert "unknown stage 'train'; choose one of: prepare, pretrain, finetune, ctr, index, evaluate" in capsys.readouterr().err
+    assert "unknown stage 'train'; choose one of: prepare, pretrain, finetune, ctr, search, index, evaluate" in capsys.readouterr().err
     assert k8s(kubeconfig, "submit", "prepare", "--manifests", str(tmp_path)) == 1
     assert "no RayJob manifest for stage 'prepare'" in capsys.readouterr().err
     assert api.rayjobs == {}

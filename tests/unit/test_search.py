@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recsys.search.engine import SearchIndex, SearchWeights, rank_of, search_metrics
+from recsys.search.engine import SearchIndex, SearchWeights, check_query, rank_of, search_metrics
 from recsys.search.lexical import BM25Index, tokenize
 
 ITEMS = [
@@ -49,16 +49,63 @@ def test_bm25_scores_matching_items_and_names_the_terms():
 
 
 def test_variants_rank_the_obvious_item_first_and_cold_start_items_are_found(encoder):
-    index = SearchIndex(ITEMS, encoder)
-    w = SearchWeights(candidates=4)
+    index = SearchIndex.from_items(ITEMS, encoder, SearchWeights(candidates=4))
     for variant in ("lexical", "dense", "hybrid"):
-        assert rank_of(index.score("brand007 shampoo", variant, w), 1) == 0, variant
-    assert rank_of(index.score("hair wash", "dense", w), 1) == 0  # no shared word: the encoder finds it
+        assert rank_of(index.score("brand007 shampoo", variant), 1) == 0, variant
+    assert rank_of(index.score("hair wash", "dense"), 1) == 0  # no shared word: the encoder finds it
     # Personal affinity reorders the same candidates: a user who prefers item 3 gets it first.
     personal = np.array([0.0, 0.0, 5.0, 0.0])
-    assert rank_of(index.score("brand007 hair", "hybrid_personal", SearchWeights(personal=2.0, candidates=4), personal), 3) == 0
+    index.weights = SearchWeights(personal=2.0, candidates=4)
+    assert rank_of(index.score("brand007 hair", "hybrid_personal", personal), 3) == 0
     new = index.add_item({"item_index": 5, "title": "Brand099 Bamboo Toothbrush", "category": "oral", "brand": "brand099", "attributes": []})
-    assert new == 5 and rank_of(index.score("bamboo toothbrush", "hybrid", w), 5) == 0
+    assert new == 5 and rank_of(index.score("bamboo toothbrush", "hybrid"), 5) == 0
+    # The serving path (ANN over the indexed items, exact over the added one) finds it too, with its signals.
+    hits = index.rank("bamboo toothbrush", index.encode_queries(["bamboo toothbrush"])[0], 2, "hybrid")
+    assert hits[0].item == 5 and hits[0].lexical == 1.0 and hits[0].semantic > 0.5 and hits[0].personal is None
+
+
+def test_rank_applies_filters_before_ranking_and_matches_the_offline_scores(encoder):
+    index = SearchIndex.from_items(ITEMS, encoder, SearchWeights(candidates=4))
+    q = index.encode_queries(["brand007 shampoo"])[0]
+    offline = index.score("brand007 shampoo", "hybrid", query_vector=q)
+    hits = index.rank("brand007 shampoo", q, 4, "hybrid")
+    assert [h.item for h in hits] == list(np.argsort(-offline, kind="stable")[: len(hits)] + 1)
+    np.testing.assert_allclose([h.score for h in hits], np.sort(offline)[::-1][: len(hits)], atol=1e-6)
+    only_makeup = np.array([False, True, False, False])
+    assert [h.item for h in index.rank("brand007 shampoo", q, 4, "hybrid", allowed=only_makeup)] == [2]
+    # A mask made before an item was added treats the new item as not allowed.
+    index.add("Brand007 Shampoo Bar")
+    assert [h.item for h in index.rank("brand007 shampoo", q, 4, "hybrid", allowed=only_makeup)] == [2]
+    personal = {1: 0.0, 2: 0.0, 3: 9.0, 4: 0.0, 5: 0.0}
+    index.weights = SearchWeights(personal=5.0, candidates=4)
+    hits = index.rank("brand007 hair", q, 2, "hybrid_personal", personal=lambda items: np.array([personal[i] for i in items]))
+    assert hits[0].item == 3 and hits[0].personal > 0.5
+
+
+def test_query_cache_returns_the_same_vectors(encoder):
+    index = SearchIndex.from_items(ITEMS, encoder, SearchWeights(candidates=4))
+    index.cache_size = 1
+    a = index.encode_queries(["night cream", "night cream"])
+    b = index.encode_queries(["night cream", "lipstick"])
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    assert list(index.cache) == ["lipstick"]  # LRU of size 1
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("   ", "query is empty"),
+        ("?!? ... ---", "has no words"),
+        ("x" * 300, "at most 256"),
+        ("a\x00b", "control characters"),
+        (" ".join(["word"] * 40), "40 words; at most 32"),
+        ("z" * 80, "words are at most 64"),
+    ],
+)
+def test_malformed_queries_are_refused_with_the_reason(query, message):
+    with pytest.raises(ValueError, match=message):
+        check_query(query, 256, 32)
+    assert check_query("  red lipstick ", 256, 32) == "red lipstick"
 
 
 def test_metrics_by_hand():
@@ -68,4 +115,4 @@ def test_metrics_by_hand():
     assert np.isclose(m["mrr"], (1 + 1 / 2 + 1 / 10 + 1 / 11 + 1 / 151) / 5)
     assert rank_of(np.array([0.2, 0.2, 0.2, 0.2, 0.2, 0.9]), 1) == 1 + 4 // 2  # ties cost half their count
     with pytest.raises(ValueError, match="variant"):
-        SearchIndex.score(None, "q", "semantic", SearchWeights())
+        SearchIndex.score(None, "q", "semantic")

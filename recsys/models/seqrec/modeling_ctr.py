@@ -88,10 +88,16 @@ class SeqRecForCTR(PreTrainedModel):
         (B,) histories, (B, C) candidate indices, (B, 3) context → (B, C). Equal to `forward`'s
         logits for each (history, candidate) pair; serving ranks with this."""
         device = self.seqrec.items.item_attributes.device
+        return self.rank_vectors(histories, self.seqrec.items(torch.as_tensor(candidates, device=device)), context)
+
+    @torch.no_grad()
+    def rank_vectors(self, histories: list[list[int]], v: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """`rank` with the candidates given as item vectors (B, C, H): items added after training
+        (serving's cold start) have a vector but no row in the item table."""
+        device = self.seqrec.items.item_attributes.device
         u = self.seqrec.encode(left_pad(histories, self.config.max_seq_len).to(device), causal=True)[:, -1]
-        candidates = torch.as_tensor(candidates, device=device)
-        v = self.seqrec.items(candidates)  # (B, C, H)
-        context = torch.as_tensor(context, device=device)[:, None, :].expand(-1, candidates.shape[1], -1)
+        v = torch.as_tensor(v, device=device)
+        context = torch.as_tensor(context, device=device)[:, None, :].expand(-1, v.shape[1], -1)
         return self._logits(u[:, None, :].expand_as(v), v, context)[0]
 
     @torch.no_grad()

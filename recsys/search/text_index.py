@@ -1,0 +1,75 @@
+"""Item text vectors in the versioned index: the index stage embeds every item's text with the
+search encoder and stores a FAISS index of them beside the recommender's, in the same version:
+
+    <root>/indexes/<run_name>/<version>/text/   items.faiss, ann.json, vectors.npy
+
+The manifest's `search` section names the encoder (fine-tuned by the search stage, or the
+pretrained MiniLM when the logs hold no searches) and the recall@100 of the text index against
+exact search, measured at build time on real queries (the logs' held-out searches, else item texts).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from recsys.config import RecsysConfig
+from recsys.data.dataset import PreparedDataset
+from recsys.index.ann import ItemIndex, choose_kind, recall_against_exact
+from recsys.search.encoder import TextEncoder, item_text
+from recsys.search.train import encoder_for, search_pairs
+
+TEXT_FOLDER = "text"
+VECTORS_FILE = "vectors.npy"
+
+
+def catalog_texts(dataset: PreparedDataset) -> list[str]:
+    """Item texts in item-index order (row i-1 = item index i)."""
+    rows = pq.read_table(dataset.path / "items.parquet", columns=["item_index", "title", "category", "brand", "attributes"])
+    rows = rows.sort_by("item_index").to_pylist()
+    return [item_text(r["title"], r["category"], r["brand"], r["attributes"]) for r in rows]
+
+
+def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[ItemIndex, np.ndarray, dict]:
+    """(index, vectors, manifest section) of the catalog's item texts."""
+    path, source = encoder_for(cfg, dataset)
+    encoder = TextEncoder(path)
+    started = time.perf_counter()
+    texts = catalog_texts(dataset)
+    vectors = encoder.encode(texts, max_tokens=cfg.search.max_tokens).numpy()
+    encode_s = time.perf_counter() - started
+    kind = choose_kind(cfg.index, len(vectors))
+    index = ItemIndex.build(vectors, cfg.index, kind)
+    held_out = [p["query"] for split in ("valid", "test") for p in search_pairs(dataset, split)]
+    rng = np.random.default_rng(cfg.index.seed)
+    if held_out:
+        queries, query_source = [held_out[i] for i in rng.permutation(len(held_out))[: cfg.index.recall_queries]], "held-out searches"
+    else:
+        queries, query_source = [texts[i] for i in rng.permutation(len(texts))[: cfg.index.recall_queries]], "item texts"
+    q = encoder.encode(queries, max_tokens=cfg.search.max_tokens).numpy()
+    recall = recall_against_exact(index, vectors, q, 100)
+    meta = {
+        "encoder_path": str(Path(path).resolve()),
+        "encoder": source,
+        "kind": kind,
+        "items": len(vectors),
+        "dim": int(vectors.shape[1]),
+        "recall_at_100": round(recall, 5),
+        "recall_queries": f"{len(queries)} {query_source}",
+        "encode_s": round(encode_s, 3),
+    }
+    return index, vectors, meta
+
+
+def save_text_index(folder: Path, index: ItemIndex, vectors: np.ndarray) -> None:
+    (folder / TEXT_FOLDER).mkdir()
+    index.save(folder / TEXT_FOLDER)
+    np.save(folder / TEXT_FOLDER / VECTORS_FILE, vectors)
+
+
+def load_text_index(folder: Path, meta: dict, index_cfg) -> tuple[ItemIndex, np.ndarray]:
+    text = Path(folder) / TEXT_FOLDER
+    return ItemIndex.load(text, meta["kind"], index_cfg), np.load(text / VECTORS_FILE)
