@@ -74,7 +74,7 @@ def context_of(timestamp_ms: int, session_position: int) -> tuple[int, int, int]
 def load_catalog(target, items) -> None:
     """Catalog lookups from items.parquet's table (item_index 1..N): fields as responses show them
     (missing values None, never NaN), filter arrays, and items by training popularity."""
-    rows = items.sort_by("item_index").select(["item_index", *CATALOG_FIELDS, "attributes", "attribute_indices", "train_count"]).to_pylist()
+    rows = items.sort_by("item_index").select(["item_index", *CATALOG_FIELDS, "attributes", "train_count"]).to_pylist()
     if [r["item_index"] for r in rows] != list(range(1, len(rows) + 1)):
         raise VersionCheckError("items.parquet item_index must run 1..N without gaps")
     target.catalog = {r["item_index"]: r for r in rows}

@@ -20,7 +20,7 @@ def catalog(items: pa.Table) -> ServingModel:
 
 ITEMS = pa.table({
     "item_id": ["a", "b", "c", "d"], "title": pa.array([None, "Gel", "Soap", "Wax"], pa.string()),
-    "category": pa.array([None, "hair", "skin", "hair"], pa.string()), "brand": pa.nulls(4, pa.string()),
+    "category": pa.array([None, "hair", "skin", "hair"], pa.string()), "brand": pa.array([None, "acme", None, "zeta"], pa.string()),
     "price": pa.array([None, 9.5, 3.0, 20.0], pa.float64()), "attributes": [["x"], [], ["y"], []],
     "item_index": pa.array([1, 2, 3, 4], pa.int32()), "train_count": pa.array([5, 9, 1, 9], pa.int64()),
 })
@@ -30,6 +30,7 @@ def test_catalog_without_titles_or_prices_serialises():
     """Amazon Beauty has no titles, categories, brands or prices: they must come out as null."""
     m = catalog(ITEMS)
     assert m.item(1) == {"item_id": "a", "title": None, "category": None, "brand": None, "price": None}
+    assert m.item(2)["brand"] == "acme"
     item = RecommendedItem(score=1.0, **m.item(2))
     assert item.title == "Gel" and math.isclose(item.price, 9.5)
     RecommendedItem(score=0.5, **m.item(1))  # no validation error on missing fields
@@ -42,6 +43,8 @@ def test_filters_build_the_allowed_mask():
     # A missing price never passes a price filter; exclusions are item indices.
     assert m.allowed(Filters(price_min=1.0, price_max=10.0), {3}).tolist() == [False, True, False, False]
     assert m.allowed(None, {1, 4}).tolist() == [False, True, True, False]
+    assert m.allowed(Filters(brands=["acme", "zeta"], categories=["hair"]), set()).tolist() == [False, True, False, True]
+    assert m.allowed(Filters(brands=["zeta"], price_max=10.0), set()).tolist() == [False, False, False, False]
 
 
 def test_cold_start_is_popularity_within_the_filters_ties_in_catalog_order():
