@@ -11,7 +11,7 @@ export RAY_ADDRESS :=
 HELM := $(BIN)/helm
 CHART := helm/recsys-platform
 .PHONY: help install demo test test-all lint bench clean chart-schema helm-bin manifests serve-config system-deps
-BENCHMARKS := data_pipeline train_throughput quality_beauty serving
+BENCHMARKS := data_pipeline train_throughput quality_beauty serving search
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

@@ -14,9 +14,12 @@ Writes benchmarks/results/search.json:
                       (the test split's searches, through the served text index and encoder)
   dense_pretrained  → the same metrics with the encoder before fine-tuning
   gain_vs_lexical   → hybrid_personal nDCG@10 ÷ lexical nDCG@10 − 1
-  engine_ms         → in-process per-query time of one personalised search (encode, search), p50/p99
+  engine_ms         → in-process, one thread, per query: encode (query text + user history) and
+                      search (candidates, mix, top k), p50/p99
   latency           → c1, c16 → p50_ms, p99_ms, qps, errors: POST /search {query, user_id, k 10}, query cache off
   latency_cached    → c16 with the query cache on (the replayed queries repeat)
+  recommend_baseline → c16 of POST /recommend for the same users on the same replica (no text work)
+  qps_ratio_search_to_recommend_c16
   p99_ms_c16        → latency.c16.p99_ms
 """
 
@@ -143,7 +146,15 @@ def serve_child(config: str, cache: int, levels: list[int], bodies_file: Path, s
     base = f"http://{cfg.serve.host}:{cfg.serve.port}"
     wait_ready(base + "/readyz")
     try:
-        out_file.write_text(json.dumps(load_levels(base + "/search", bodies_file, seconds, levels, cwd=REPO)))
+        result = load_levels(base + "/search", bodies_file, seconds, levels, cwd=REPO)
+        if cache == 0:  # the baseline on the same replica: /recommend for the same users (no text encoder)
+            users = [{"user_id": b["user_id"], "k": 10} for b in json.loads(bodies_file.read_text())]
+            users_file = bodies_file.with_name(".recommend-bodies.json")
+            users_file.write_text(json.dumps(users))
+            print("POST /recommend, same users, same replica:", flush=True)
+            result["recommend"] = load_levels(base + "/recommend", users_file, seconds, [16], cwd=REPO)
+            users_file.unlink()
+        out_file.write_text(json.dumps(result))
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -190,6 +201,8 @@ def main() -> int:
     result["load"] = f"closed loop, aiohttp clients in a separate process (serving/loadgen.py), {args.seconds:g} s per level"
     result["latency"] = run_serve(args.config, 0, [1, 16], bodies_file, args.seconds)
     result["latency_cached"] = run_serve(args.config, cfg.search.query_cache_size or 4096, [16], bodies_file, args.seconds)
+    result["recommend_baseline"] = result["latency"].pop("recommend")
+    result["qps_ratio_search_to_recommend_c16"] = round(result["latency"]["c16"]["qps"] / result["recommend_baseline"]["c16"]["qps"], 3)
     result["p99_ms_c16"] = result["latency"]["c16"]["p99_ms"]
     bodies_file.unlink()
     out = RESULTS / "search.json"

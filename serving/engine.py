@@ -273,10 +273,12 @@ class ServingModel:
         personal = [j for j in jobs if j.variant == "hybrid_personal"]
         users = iter(self.user_vectors([j.history for j in personal]) if personal else [])
         t1 = time.perf_counter()
-        for job, q in zip(jobs, queries, strict=True):
+        unfiltered = [i for i, j in enumerate(jobs) if j.allowed is None]  # one ANN search for these together
+        dense = dict(zip(unfiltered, self.search.dense_top(queries[unfiltered]), strict=True)) if unfiltered else {}
+        for i, (job, q) in enumerate(zip(jobs, queries, strict=True)):
             u = next(users) if job.variant == "hybrid_personal" else None
             affinity = None if u is None else (lambda items, u=u: self.item_vectors_of(items) @ u)
-            job.results = self.search.rank(job.query, q, job.k, job.variant, affinity, job.allowed)
+            job.results = self.search.rank(job.query, q, job.k, job.variant, affinity, job.allowed, dense.get(i))
         t2 = time.perf_counter()
         return {"query_encode_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
 

@@ -67,13 +67,13 @@ def application(cfg: RecsysConfig, config_path: str, name: str = APP_NAME, route
     }
 
 
-def serve_config(cfg: RecsysConfig, config_path: str, index_version: str | None = None) -> dict:
+def serve_config(cfg: RecsysConfig, config_path: str, index_version: str | None = None, overrides: list[str] | None = None) -> dict:
     """Serve config with `config_path` as the builder's argument (the path inside the pods).
 
     With `index_version`, the deployment's user_config names it. Changing only that and
     redeploying (RayService, `serve deploy`, serving.deploy) is an in-place `reconfigure` of the
     running replicas: the zero-downtime model swap."""
-    return {"http_options": http_options(cfg.serve), "applications": [application(cfg, config_path, index_version=index_version)]}
+    return {"http_options": http_options(cfg.serve), "applications": [application(cfg, config_path, index_version=index_version, overrides=overrides)]}
 
 
 def main(argv: list[str] | None = None) -> int:

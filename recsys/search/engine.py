@@ -150,19 +150,28 @@ class SearchIndex:
         best = lex.max() if len(lex) else 0.0
         return lex / best if best > 0 else lex
 
-    def candidates(self, query_vector: np.ndarray, lex: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
-        """Item indices: the dense top-n (ANN over indexed items, exact over items added since)
-        united with the lexical top-n (items sharing a word with the query)."""
+    def dense_top(self, query_vectors: np.ndarray, allowed: np.ndarray | None = None) -> list[np.ndarray]:
+        """Per query, the item indices of the dense top-n: one ANN search for the batch over the
+        indexed items, exact scores over items added since."""
         n = self.weights.candidates
-        _, ids = self.dense_index.search(query_vector[None], n, None if allowed is None else allowed[: self.indexed])
-        dense_ids = ids[0][ids[0] > 0]
+        _, ids = self.dense_index.search(query_vectors, n, None if allowed is None else allowed[: self.indexed])
+        out = [row[row > 0] for row in ids]
         if self.num_items > self.indexed:  # cold-start items, scored exactly
-            extra = self.vectors[self.indexed :] @ query_vector
+            extra = query_vectors @ self.vectors[self.indexed :].T
             if allowed is not None:
                 extra = np.where(allowed[self.indexed :], extra, -np.inf)
-            top = np.argsort(-extra, kind="stable")[:n]
-            dense_ids = np.concatenate([dense_ids, top[np.isfinite(extra[top])] + self.indexed + 1])
-        m = min(n, len(lex))
+            for b, row in enumerate(extra):
+                top = np.argsort(-row, kind="stable")[:n]
+                out[b] = np.concatenate([out[b], top[np.isfinite(row[top])] + self.indexed + 1])
+        return out
+
+    def candidates(self, query_vector: np.ndarray, lex: np.ndarray, allowed: np.ndarray | None = None,
+                   dense_ids: np.ndarray | None = None) -> np.ndarray:
+        """Item indices: the dense top-n (`dense_top`, unless given) united with the lexical top-n
+        (items sharing a word with the query)."""
+        if dense_ids is None:
+            dense_ids = self.dense_top(query_vector[None], allowed)[0]
+        m = min(self.weights.candidates, len(lex))
         lex_top = np.argpartition(-lex, m - 1)[:m]
         return np.union1d(dense_ids, lex_top[lex[lex_top] > 0] + 1).astype(np.int64)
 
@@ -185,12 +194,14 @@ class SearchIndex:
         return mixed + w.personal * affinity, affinity
 
     def rank(self, query: str, query_vector: np.ndarray, k: int, variant: str,
-             personal: Callable[[np.ndarray], np.ndarray] | None = None, allowed: np.ndarray | None = None) -> list[Hit]:
+             personal: Callable[[np.ndarray], np.ndarray] | None = None, allowed: np.ndarray | None = None,
+             dense_ids: np.ndarray | None = None) -> list[Hit]:
         """The k best allowed items for one query, best first. `personal(item indices)` → the
-        recommender's u·v of those items (hybrid_personal only)."""
+        recommender's u·v of those items (hybrid_personal only); `dense_ids`: this query's
+        `dense_top`, when a batch searched them together."""
         allowed = fit_mask(allowed, self.num_items)
         lex = self.lexical_scores(query, allowed)
-        cands = self.candidates(query_vector, lex, allowed)
+        cands = self.candidates(query_vector, lex, allowed, dense_ids)
         if not len(cands):
             return []
         semantic = self.vectors[cands - 1] @ query_vector

@@ -35,7 +35,9 @@ def _fuzz_cases(seed: int, n: int) -> list[tuple[str, str, bytes, dict]]:
     junk = [None, True, -1, 0, 10**40, -(10**40), 1.5, "NaN", "", "x" * 5000, [], {}, [None], {"a": [1, {"b": []}]}, "ü\u0000\ud800"]
     fields = {"/recommend": ["user_id", "item_ids", "k", "filters", "timestamp", "explain"],
               "/rank": ["user_id", "item_ids", "candidates", "timestamp", "explain"],
-              "/events": ["user_id", "item_id", "event", "timestamp"]}
+              "/events": ["user_id", "item_id", "event", "timestamp"],
+              "/search": ["query", "user_id", "item_ids", "k", "filters", "mode"],
+              "/items": ["item_id", "title", "category", "brand", "price", "attributes"]}
     raw = [b"", b"{", b"[", b"null", b"42", b'"s"', b"{\"user_id\": NaN}", b"{\"k\": Infinity, \"user_id\": \"u\"}",
            b"\xff\xfe\x00", b"{\"user_id\": \"u\", \"k\": 1e309}", b"{" * 500 + b"}" * 500]
     cases = []
@@ -47,7 +49,7 @@ def _fuzz_cases(seed: int, n: int) -> list[tuple[str, str, bytes, dict]]:
         else:
             obj = {f: rng.choice(junk) for f in rng.sample(fields[path], rng.randint(1, len(fields[path])))}
             if kind == 2:
-                obj["filters"] = {rng.choice(["categories", "price_min", "price_max", "exclude_purchased", "zzz"]): rng.choice(junk)}
+                obj["filters"] = {rng.choice(["categories", "brands", "price_min", "price_max", "exclude_purchased", "zzz"]): rng.choice(junk)}
             if kind == 3:
                 obj[rng.choice(["extra", "K", "user id"])] = rng.choice(junk)
             body = json.dumps(obj).encode()
