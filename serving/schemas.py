@@ -67,14 +67,6 @@ class SearchRequest(_Body):
     )
 
 
-def _utf8(name: str, value: str | None) -> None:
-    """Text that is stored and embedded must be encodable (JSON lets a lone surrogate through)."""
-    try:
-        (value or "").encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{name} is not valid Unicode text (a lone surrogate); send UTF-8 text") from None
-
-
 class NewItemRequest(_Body):
     item_id: str = Field(min_length=1, max_length=256)
     title: str | None = Field(None, max_length=1024)
@@ -85,10 +77,6 @@ class NewItemRequest(_Body):
 
     @model_validator(mode="after")
     def _has_content(self) -> NewItemRequest:
-        for name in ("item_id", "title", "category", "brand"):
-            _utf8(name, getattr(self, name))
-        for i, a in enumerate(self.attributes):
-            _utf8(f"attributes[{i}]", a)
         if not (self.title or self.category or self.brand or self.attributes):
             raise ValueError("a new item needs a title, category, brand or attributes to be found and recommended by")
         return self

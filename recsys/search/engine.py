@@ -71,10 +71,6 @@ def check_query(query: str, max_chars: int, max_terms: int) -> str:
         raise ValueError("query is empty; send the words to search for")
     if len(q) > max_chars:
         raise ValueError(f"query is {len(q)} characters; at most {max_chars} (search.max_query_chars)")
-    try:
-        q.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("query is not valid Unicode text (a lone surrogate); send UTF-8 text") from None
     if _CONTROL.search(q):
         raise ValueError("query contains control characters; send plain text")
     terms = tokenize(q)
