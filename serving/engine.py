@@ -97,6 +97,7 @@ class ServingModel:
         self.fresh_vectors = np.zeros((0, self.model.config.hidden_size), np.float32)
         self.fresh_rank_vectors = self.fresh_vectors
         self.fresh_recommendable = np.zeros(0, dtype=bool)  # a new item with no known attribute has no vector to retrieve by
+        self.items_offset = 0  # bytes of the new-items log (serving.cold_start) already ingested
         self.ranker = None
         if serve.ranker == "ctr" and not m.get("ranker_path"):
             raise VersionCheckError(f"serve.ranker is ctr but index version {self.version} names no CTR model; run the ctr stage, then the index stage")
@@ -170,8 +171,8 @@ class ServingModel:
             self.fresh_rank_vectors = np.vstack([self.fresh_rank_vectors, cold_vector(self.ranker.seqrec.items, known)])
         if self.search is not None:
             self.search.add_item(item)
-        return {"item_index": index, "known_attributes": [a for a in names if a in self.attribute_index],
-                "unknown_attributes": [a for a in names if a not in self.attribute_index]}
+        return {"searchable": self.search is not None, "recommendable": bool(self.fresh_recommendable[-1]),
+                "known_attributes": [a for a in names if a in self.attribute_index], "unknown_attributes": [a for a in names if a not in self.attribute_index]}
 
     def item_vectors_of(self, indices, ranker: bool = False) -> np.ndarray:
         """(len, H) retrieval (or ranker) item vectors of any served items, new ones included."""

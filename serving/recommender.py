@@ -137,7 +137,6 @@ class RecommenderDeployment:
     def _load_checked(self, release: IndexRelease) -> ServingModel:
         model = ServingModel(release, self.cfg, self.index_cfg, self.search_cfg)
         model.check(self.index_cfg.min_recall_at_100)
-        model.items_offset = 0
         self._sync_items(model)  # items added while the previous version served
         return model
 
@@ -182,27 +181,24 @@ class RecommenderDeployment:
             in_session += now - ts <= self.session_gap_ms
         return history + extra, purchased, context_of(now, in_session)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _score(self, jobs: list[tuple]) -> list[list]:
-        model, batch = jobs[0][0], [job for _, job in jobs]
-        if any(m is not model for m, _ in jobs):  # a swap happened between requests: score per version
+    def _run_batch(self, jobs: list[tuple], run) -> list[list]:
+        """(model, job) pairs → each job's results; `run(model, jobs)` does one batch's compute."""
+        model = jobs[0][0]
+        if any(m is not model for m, _ in jobs):  # a swap happened between requests: run per version
             for m, job in jobs:
-                m.score_jobs([job])
+                run(m, [job])
         else:
-            self.metrics.stages(model.score_jobs(batch))
+            self.metrics.stages(run(model, [job for _, job in jobs]))
         self.metrics.batch_size.observe(len(jobs))
         return [job.results for _, job in jobs]
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _score(self, jobs: list[tuple]) -> list[list]:
+        return self._run_batch(jobs, ServingModel.score_jobs)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _search(self, jobs: list[tuple]) -> list[list]:
-        model, batch = jobs[0][0], [job for _, job in jobs]
-        if any(m is not model for m, _ in jobs):
-            for m, job in jobs:
-                m.search_jobs([job])
-        else:
-            self.metrics.stages(model.search_jobs(batch))
-        self.metrics.batch_size.observe(len(jobs))
-        return [job.results for _, job in jobs]
+        return self._run_batch(jobs, ServingModel.search_jobs)
 
     def _items(self, model, results, job_history, context, explain) -> list[RecommendedItem]:
         out = []
@@ -309,8 +305,7 @@ class RecommenderDeployment:
         if self.items_log is not None:
             self.items_log.append(item)  # durable before it is acknowledged; every replica ingests it from here
         info = model.add_item(item)
-        return NewItemResponse(item_id=body.item_id, searchable=model.search is not None, recommendable=bool(info["known_attributes"]),
-                               known_attributes=info["known_attributes"], unknown_attributes=info["unknown_attributes"])
+        return NewItemResponse(item_id=body.item_id, **info)
 
     @api.post("/events", response_model=EventResponse)
     async def record_event(self, body: EventRequest) -> EventResponse:

@@ -115,14 +115,14 @@ def build_index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelea
         from recsys.search.text_index import build_text_index
 
         text = build_text_index(cfg, PreparedDataset(model_meta["dataset_path"]))
-        if text[2]["recall_at_100"] < cfg.index.min_recall_at_100:
+        if text.meta["recall_at_100"] < cfg.index.min_recall_at_100:
             raise IndexBuildError(
-                f"text {text[2]['kind']} index recall@100 is {text[2]['recall_at_100']:.4f} < index.min_recall_at_100 "
+                f"text {text.meta['kind']} index recall@100 is {text.meta['recall_at_100']:.4f} < index.min_recall_at_100 "
                 f"{cfg.index.min_recall_at_100}; raise index.hnsw_ef_search / index.ivf_nprobe, or use index.kind: flat"
             )
     params = cfg.index.model_dump(mode="json")
     ranker = ranker_for(cfg, model_path)
-    encoder = text[2]["encoder_path"] if text else None
+    encoder = text.meta["encoder_path"] if text else None
     # The version names everything served together: model, index build, ranker, search encoder.
     digest = hashlib.sha256(
         json.dumps({"kind": kind, "ranker": str(ranker), "encoder": encoder, "search": cfg.search.max_tokens, **params}, sort_keys=True).encode()
@@ -142,16 +142,14 @@ def build_index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelea
         "recall_queries": len(queries),
         "build_s": round(build_s, 3),
         "created": datetime.now(UTC).isoformat(),
-        "search": text[2] if text else None,
+        "search": text.meta if text else None,
     }
     final = index_parent(cfg) / version
     if not (final / MANIFEST).is_file():
         with atomic_folder(final) as scratch:
             index.save(scratch)
             if text:
-                from recsys.search.text_index import save_text_index
-
-                save_text_index(scratch, text[0], text[1])
+                text.save(scratch)
             (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2))
     point_latest(index_parent(cfg), version)
     logger.info("published index %s (%s, %d items, recall@%d %.4f)", version, kind, len(vectors), k, recall)

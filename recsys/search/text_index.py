@@ -11,6 +11,7 @@ exact search, measured at build time on real queries (the logs' held-out searche
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,20 @@ def catalog_texts(dataset: PreparedDataset) -> list[str]:
     return [item_text(r["title"], r["category"], r["brand"], r["attributes"]) for r in rows]
 
 
-def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[ItemIndex, np.ndarray, dict]:
-    """(index, vectors, manifest section) of the catalog's item texts."""
+@dataclass
+class TextIndex:
+    index: ItemIndex
+    vectors: np.ndarray  # (N, D) unit vectors, row i-1 = item index i
+    meta: dict  # the manifest's `search` section
+
+    def save(self, folder: Path) -> None:
+        (folder / TEXT_FOLDER).mkdir()
+        self.index.save(folder / TEXT_FOLDER)
+        np.save(folder / TEXT_FOLDER / VECTORS_FILE, self.vectors)
+
+
+def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> TextIndex:
+    """The catalog's item texts embedded and indexed, with the recall measured."""
     path, source = encoder_for(cfg, dataset)
     encoder = TextEncoder(path)
     started = time.perf_counter()
@@ -61,13 +74,7 @@ def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[ItemI
         "recall_queries": f"{len(queries)} {query_source}",
         "encode_s": round(encode_s, 3),
     }
-    return index, vectors, meta
-
-
-def save_text_index(folder: Path, index: ItemIndex, vectors: np.ndarray) -> None:
-    (folder / TEXT_FOLDER).mkdir()
-    index.save(folder / TEXT_FOLDER)
-    np.save(folder / TEXT_FOLDER / VECTORS_FILE, vectors)
+    return TextIndex(index, vectors, meta)
 
 
 def load_text_index(folder: Path, meta: dict, index_cfg) -> tuple[ItemIndex, np.ndarray]:
