@@ -143,9 +143,12 @@ def _run(cfg, args) -> int:
 
 def _search_demo(base: str, dataset, user: str) -> None:
     """A new item (cold start), found by its title and searched for personally."""
-    donor = dataset.items().iloc[0]
+    import pyarrow.parquet as pq
+
+    # pyarrow rows, not pandas: a missing category stays None, never a NaN that JSON refuses
+    donor = pq.read_table(dataset.path / "items.parquet", columns=["category", "brand", "attributes"]).slice(0, 1).to_pylist()[0]
     new = {"item_id": f"demo-new-{int(time.time())}", "title": "Aurora Silk Night Cream", "category": donor["category"],
-           "brand": donor["brand"], "attributes": list(donor["attributes"])}
+           "brand": donor["brand"], "attributes": donor["attributes"] or []}
     added = requests.post(base + "/items", json=new, timeout=30)
     print(f"POST {base}/items {new['item_id']} {new['title']!r} → {added.status_code} {added.json()}")
     added.raise_for_status()
