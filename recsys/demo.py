@@ -158,4 +158,4 @@ def _search_demo(base: str, dataset, user: str) -> None:
         hits = found.json()
         print(f"POST {base}/search {json.dumps(body)} → {found.status_code} ({hits['mode']})")
         for h in hits["items"]:
-            print(f"  {h['item_id']:>24}  {h['score']:.3f}  {h['title']!r}  signals {h['signals']}")
+            print(f"  {h['item_id']:>24}  {h['score']:.3f}  {h.get('title')!r}  signals {h['signals']}")  # fields that are null are left out
