@@ -58,16 +58,8 @@ def ensure_pipeline(config: str):
     init_ray(cfg.cluster)
     quiet_ray_data()
     try:
-        timings, t = {}, time.perf_counter()
-        dataset = stages.prepare(cfg)
-        timings["prepare"], t = time.perf_counter() - t, time.perf_counter()
-        fine = stages.finetune(cfg, dataset)
-        timings["finetune"], t = time.perf_counter() - t, time.perf_counter()
-        stages.search(cfg, dataset)
-        timings["search"], t = time.perf_counter() - t, time.perf_counter()
-        release = stages.index(cfg, fine.model_path)
-        timings["index"] = time.perf_counter() - t
-        print("stage seconds:", {k: round(v) for k, v in timings.items()}, flush=True)
+        release, seconds = stages.build_servable(cfg)
+        print("stage seconds:", seconds, flush=True)
         return release
     finally:
         import ray
@@ -105,8 +97,8 @@ def quality(cfg, release, examples: list[dict]) -> dict:
     engine = SearchIndex(catalog_texts(dataset), vectors, TextEncoder(meta["encoder_path"]), weights, index, cfg.search.max_tokens)
     model = SeqRecModel.from_pretrained(release.manifest["model_path"]).eval()
     out = {"variants": evaluate_search(engine, examples, model)}
-    pretrained = SearchIndex(catalog_texts(dataset), TextEncoder().encode(catalog_texts(dataset), max_tokens=cfg.search.max_tokens).numpy(),
-                             TextEncoder(), weights, max_tokens=cfg.search.max_tokens)
+    texts, shipped = catalog_texts(dataset), TextEncoder()
+    pretrained = SearchIndex(texts, shipped.encode(texts, max_tokens=cfg.search.max_tokens).numpy(), shipped, weights, max_tokens=cfg.search.max_tokens)
     out["dense_pretrained"] = evaluate_search(pretrained, examples)["dense"]
     # In-process per-query time of one personalised search, one thread (what a replica spends).
     torch.set_num_threads(1)

@@ -47,10 +47,7 @@ def ensure_index(config: str):
     init_ray(cfg.cluster)
     quiet_ray_data()
     try:
-        dataset = stages.prepare(cfg)
-        pre = stages.pretrain(cfg, dataset)
-        fine = stages.finetune(cfg, dataset, init_from=pre.model_path if pre else None)
-        return stages.index(cfg, fine.model_path)
+        return stages.build_servable(cfg)[0]
     finally:
         import ray
 

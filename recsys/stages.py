@@ -101,6 +101,30 @@ def index(cfg: RecsysConfig, model_path: Path | None = None):
     return build_index(cfg, model_path)
 
 
+def build_servable(cfg: RecsysConfig) -> tuple:
+    """prepare → pretrain → finetune → search → index on a running Ray: a version serving can load,
+    from the raw logs (the benchmarks' setup). Returns (IndexRelease, seconds per stage)."""
+    import time
+
+    seconds, t = {}, time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        seconds[name], t = round(time.perf_counter() - t, 1), time.perf_counter()
+
+    dataset = prepare(cfg)
+    lap("prepare")
+    pre = pretrain(cfg, dataset)
+    lap("pretrain")
+    fine = finetune(cfg, dataset, init_from=pre.model_path if pre else None)
+    lap("finetune")
+    search(cfg, dataset)
+    lap("search")
+    release = index(cfg, fine.model_path)
+    lap("index")
+    return release, seconds
+
+
 def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:
     from recsys.eval.evaluate import run_evaluation
 

@@ -134,14 +134,13 @@ class ServingModel:
                     self.purchased.setdefault(user, set()).add(self.index_of[item])
 
     def _load_search(self, release: IndexRelease, cfg: SearchConfig, index_cfg: IndexConfig):
-        from recsys.search.encoder import TextEncoder, item_text
+        from recsys.search.encoder import TextEncoder, row_text
         from recsys.search.engine import SearchIndex, SearchWeights
         from recsys.search.text_index import load_text_index
 
         meta = release.manifest["search"]
         index, vectors = load_text_index(release.path, meta, index_cfg)
-        rows = [self.catalog[i] for i in range(1, self.n_model + 1)]
-        texts = [item_text(r["title"], r["category"], r["brand"], r["attributes"]) for r in rows]
+        texts = [row_text(self.catalog[i]) for i in range(1, self.n_model + 1)]
         return SearchIndex(texts, vectors, TextEncoder(meta["encoder_path"]), SearchWeights.of(cfg), index, cfg.max_tokens, cfg.query_cache_size)
 
     def item(self, index: int) -> dict:

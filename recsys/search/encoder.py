@@ -71,6 +71,11 @@ class TextEncoder(nn.Module):
         self.tokenizer.save_pretrained(folder)
 
 
+def row_text(row: dict) -> str:
+    """`item_text` of a catalog row (items.parquet's columns, as pyarrow rows or a request body)."""
+    return item_text(row.get("title"), row.get("category"), row.get("brand"), row.get("attributes"))
+
+
 def item_text(title: str | None, category: str | None, brand: str | None, attributes: list[str] | None) -> str:
     """What search matches an item by: title, category, brand and attribute values."""
     parts = [title, category, brand, *[a.split(":", 1)[-1] for a in (list(attributes) if attributes is not None else [])]]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from recsys.index.ann import ItemIndex
-from recsys.search.encoder import TextEncoder, item_text
+from recsys.search.encoder import TextEncoder, row_text
 from recsys.search.lexical import BM25Index, tokenize
 
 VARIANTS = ("lexical", "dense", "hybrid", "hybrid_personal")
@@ -106,7 +106,7 @@ class SearchIndex:
     @classmethod
     def from_items(cls, items: list[dict], encoder: TextEncoder, weights: SearchWeights, max_tokens: int = 48) -> SearchIndex:
         """Embed every item's text now (offline evaluation and tests); rows sorted by item index."""
-        texts = [item_text(r.get("title"), r.get("category"), r.get("brand"), r.get("attributes")) for r in sorted(items, key=lambda r: r["item_index"])]
+        texts = [row_text(r) for r in sorted(items, key=lambda r: r["item_index"])]
         return cls(texts, encoder.encode(texts, max_tokens=max_tokens).numpy(), encoder, weights, max_tokens=max_tokens)
 
     @property
@@ -122,7 +122,7 @@ class SearchIndex:
         return len(self.texts)
 
     def add_item(self, item: dict) -> int:
-        return self.add(item_text(item.get("title"), item.get("category"), item.get("brand"), item.get("attributes")))
+        return self.add(row_text(item))
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         """(B, D) query vectors in one encoder pass for the ones not in the LRU cache."""

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.index.ann import ItemIndex, choose_kind, recall_against_exact
-from recsys.search.encoder import TextEncoder, item_text
-from recsys.search.train import encoder_for, search_pairs
+from recsys.search.encoder import TextEncoder, row_text
+from recsys.search.train import encoder_for, search_examples
 
 TEXT_FOLDER = "text"
 VECTORS_FILE = "vectors.npy"
@@ -30,8 +30,7 @@ VECTORS_FILE = "vectors.npy"
 def catalog_texts(dataset: PreparedDataset) -> list[str]:
     """Item texts in item-index order (row i-1 = item index i)."""
     rows = pq.read_table(dataset.path / "items.parquet", columns=["item_index", "title", "category", "brand", "attributes"])
-    rows = rows.sort_by("item_index").to_pylist()
-    return [item_text(r["title"], r["category"], r["brand"], r["attributes"]) for r in rows]
+    return [row_text(r) for r in rows.sort_by("item_index").to_pylist()]
 
 
 @dataclass
@@ -56,7 +55,7 @@ def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> TextIndex:
     encode_s = time.perf_counter() - started
     kind = choose_kind(cfg.index, len(vectors))
     index = ItemIndex.build(vectors, cfg.index, kind)
-    held_out = [p["query"] for split in ("valid", "test") for p in search_pairs(dataset, split)]
+    held_out = search_examples(dataset, ("valid", "test"), ["query"])["query"]
     rng = np.random.default_rng(cfg.index.seed)
     if held_out:
         queries, query_source = [held_out[i] for i in rng.permutation(len(held_out))[: cfg.index.recall_queries]], "held-out searches"

@@ -22,22 +22,27 @@ import torch.nn.functional as F
 
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
-from recsys.search.encoder import item_text
+from recsys.search.encoder import row_text
 
 STAGE = "search"
 
 
+def search_examples(dataset: PreparedDataset, splits: tuple[str, ...], columns: list[str]) -> dict:
+    """Columns of examples/search rows in `splits` (empty lists when the logs hold no searches)."""
+    folder = dataset.split_dir("examples/search")
+    if not Path(folder).exists():
+        return {c: [] for c in columns}
+    return pq.read_table(folder, columns=columns, filters=[("split", "in", list(splits))]).to_pydict()
+
+
 def search_pairs(dataset: PreparedDataset, split: str) -> list[dict]:
     """(query, item index, item text) of one split of examples/search ([] when the logs hold no searches)."""
-    if not Path(dataset.split_dir("examples/search")).exists():
+    ex = search_examples(dataset, (split,), ["query", "item"])
+    if not ex["item"]:
         return []
-    ex = pq.read_table(dataset.split_dir("examples/search"), filters=[("split", "=", split)]).to_pydict()
-    items = {r["item_index"]: r for r in dataset.items().to_dict("records")}
-    return [
-        {"query": q, "item": int(i), "text": item_text(items[i]["title"], items[i]["category"], items[i]["brand"], list(items[i]["attributes"]))}
-        for q, i in zip(ex["query"], ex["item"], strict=True)
-        if i in items
-    ]
+    items = pq.read_table(dataset.path / "items.parquet", columns=["item_index", "title", "category", "brand", "attributes"]).to_pylist()
+    texts = {r["item_index"]: row_text(r) for r in items}
+    return [{"query": q, "item": int(i), "text": texts[i]} for q, i in zip(ex["query"], ex["item"], strict=True) if i in texts]
 
 
 def contrastive_loss(q: torch.Tensor, d: torch.Tensor, items: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -98,7 +103,7 @@ def encoder_for(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[Path, str]
         path = parent / pointer.read_text().strip()
         if Path(json.loads((path / "recsys.json").read_text())["dataset_path"]) == dataset.path:
             return path, "fine-tuned"
-    if search_pairs(dataset, "train"):
+    if search_examples(dataset, ("train",), ["item"])["item"]:
         raise FileNotFoundError(
             f"{dataset.path} has search logs but no search encoder was fine-tuned on it under {parent}; "
             "run the search stage first (recsys search --config <file>), or set search.enabled: false"

@@ -121,20 +121,16 @@ def publish_untrained_ctr(cfg, finetuned: Path) -> Path:
     return publish_folder(scratch, model_dir(cfg.artifacts_root, cfg.run_name, "ctr"), "untrained-head", meta)
 
 
-_search_encoder: list = []
-
-
+@pytest.fixture(scope="session")
 def search_encoder(tiny_run) -> Path:
-    """The search stage on the tiny shop, once per session (the index stage needs its encoder)."""
+    """The search stage on the tiny shop (the index stage needs its encoder)."""
     from recsys import stages
 
-    if not _search_encoder:
-        _search_encoder.append(stages.search(tiny_run.cfg, tiny_run.dataset))
-    return _search_encoder[0]
+    return stages.search(tiny_run.cfg, tiny_run.dataset)
 
 
 @pytest.fixture(scope="session")
-def served(tiny_run) -> Served:
+def served(tiny_run, search_encoder) -> Served:
     """Serve running the tiny run: the fine-tuned model + CTR ranker, with a second published version to swap to."""
     from ray import serve
 
@@ -143,7 +139,6 @@ def served(tiny_run) -> Served:
     from serving.deploy import deploy_config, wait_ready
     from serving.serve_config import http_options, serve_config
 
-    search_encoder(tiny_run)
     retrieval_only = load_config(tiny_run.config_path, ["serve.ranker=retrieval"])
     other = stages.index(retrieval_only, tiny_run.pretrained.model_path)
     ctr_path = publish_untrained_ctr(tiny_run.cfg, tiny_run.finetuned.model_path)

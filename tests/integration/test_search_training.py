@@ -5,13 +5,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_fine_tuning_improves_validation_retrieval(tiny_run, monkeypatch):
+def test_fine_tuning_improves_validation_retrieval(tiny_run, search_encoder, monkeypatch):
     import torch
 
     from recsys.search.encoder import TextEncoder
     from recsys.search.engine import SearchIndex, SearchWeights, rank_of, search_metrics
     from recsys.search.train import search_pairs
-    from tests.integration.conftest import search_encoder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from a hub
     torch.set_num_threads(2)
@@ -25,7 +24,7 @@ def test_fine_tuning_improves_validation_retrieval(tiny_run, monkeypatch):
         return search_metrics([rank_of(index.score(p["query"], "dense", None, q[i]), p["item"]) for i, p in enumerate(valid)])
 
     before = quality(TextEncoder())
-    exported = search_encoder(tiny_run)
+    exported = search_encoder
     after = quality(TextEncoder(exported))
     print(f"search fine-tuning on {len(valid)} held-out searches: before {before} after {after}")
     assert (exported / "model.safetensors").is_file() and (exported / "tokenizer.json").is_file()
