@@ -57,7 +57,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check recsys serving ray_jobs tests tools
 
 bench: $(STAMP) system-deps ## benchmarks (print figures, write benchmarks/results/*.json)
-	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 clean: ## remove artifacts and caches (keeps .venv)
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """The serving benchmark's baseline: one plain FastAPI + uvicorn process running the same
-retrieval and ranking compute as the Serve app (serving.engine), with no Ray at all.
+retrieval and ranking compute as the Serve app (the library's recsys.online engine), with no Ray at all.
 
-    python benchmarks/bare_server.py --config configs/demo.yaml --port 8100
+    python -m benchmarks.bare_server --config configs/demo.yaml --port 8100
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the body types of the local routes.
@@ -9,40 +9,30 @@ retrieval and ranking compute as the Serve app (serving.engine), with no Ray at 
 import argparse
 import sys
 import tempfile
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_app(config: str, overrides: list[str]):
     import torch
     from fastapi import FastAPI
 
+    from recsys.artifacts import ArtifactStore
     from recsys.config import load_config
-    from recsys.index import latest_index
-    from serving.engine import Job, ServingModel, context_of
-    from serving.events import MemoryEventStore, now_ms
-    from serving.schemas import RecommendedItem, RecommendRequest, RecommendResponse
+    from recsys.online.engine import EngineSpec, OnlineEngine
+    from recsys.online.events import MemoryEventStore
+    from serving.schemas import RecommendRequest, RecommendResponse
 
     torch.set_num_threads(1)
     cfg = load_config(config, overrides)
-    model = ServingModel(latest_index(cfg), cfg.serve, cfg.index)
+    engine = OnlineEngine(ArtifactStore.of(cfg).latest("index"), EngineSpec.of(cfg))
     events = MemoryEventStore(tempfile.mkdtemp(prefix="bare-events-"), cfg.serve.events)
     app = FastAPI()
 
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
     def recommend(body: RecommendRequest) -> RecommendResponse:
-        k = body.k or cfg.serve.default_k
-        history = list(model.histories.get(body.user_id, [])) + [i for i, _, _ in events.recent(body.user_id or "")]
-        base = dict(user_id=body.user_id, version=model.version, model_version=model.model_version)
-        allowed = model.allowed(None, set(history) if cfg.serve.exclude_history else set())
-        if not history:
-            items = [RecommendedItem(score=s, **model.item(i)) for i, s in model.popular_items(k, allowed)]
-            return RecommendResponse(cold_start=True, ranker="popularity", items=items, **base)
-        job = Job(history=history, k=k, context=context_of(now_ms(), 0), allowed=allowed)
-        model.score_jobs([job])
-        items = [RecommendedItem(score=s, retrieval_score=r, **model.item(i)) for i, s, r in job.results]
-        return RecommendResponse(cold_start=False, ranker="ctr" if model.ranker else "retrieval", items=items, **base)
+        """The Serve deployment's /recommend through the same engine calls, one request at a time."""
+        state = engine.user_state(body.user_id, body.item_ids, events.recent(body.user_id) if body.user_id else [], body.timestamp)
+        answer = engine.recommend(state, body.k, body.filters.to_engine() if body.filters else None, body.explain)
+        return RecommendResponse.of(engine, body.user_id, answer)
 
     return app
 
@@ -50,9 +40,9 @@ def make_app(config: str, overrides: list[str]):
 def main() -> int:
     import uvicorn
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    from recsys.cli import config_parent
+
+    parser = argparse.ArgumentParser(description=__doc__, parents=[config_parent("configs/demo.yaml")])
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
     uvicorn.run(make_app(args.config, args.overrides), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

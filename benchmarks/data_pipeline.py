@@ -1,7 +1,7 @@
 """Raw behaviour logs → validated, deduplicated, sessionized per-user sequences: Ray Data vs one polars process.
 
-    python benchmarks/data_pipeline.py                 # 10M events (the issue's figure)
-    python benchmarks/data_pipeline.py --events 1e6    # a quicker look
+    python -m benchmarks.data_pipeline                 # 10M events (the issue's figure)
+    python -m benchmarks.data_pipeline --events 1e6    # a quicker look
 
 Both implementations start from the same date-partitioned Parquet files of the synthetic shop and
 apply the same rules (the validation reason codes, exact-duplicate removal, a 30-minute session

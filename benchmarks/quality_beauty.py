@@ -2,7 +2,7 @@
 baselines in the same harness: popularity and a SASRec-equivalent configuration of our encoder
 (causal, id-only, no pretraining, same fine-tuning).
 
-    python benchmarks/quality_beauty.py [--config configs/beauty.yaml] [--skip-baseline] [--set key=value ...]
+    python -m benchmarks.quality_beauty [--config configs/beauty.yaml] [--skip-baseline] [--set key=value ...]
 
 Prints HR/NDCG/MRR@{5,10,20}, the wall time, and the time from the start of the run until the
 in-loop validation (valid split, same protocol) first reached HR@10 ≥ 0.06. Writes
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from recsys import stages
+from recsys.cli import config_parent
 from recsys.config import load_config
 from recsys.eval.evaluate import BEAUTY_ANCHORS
 from recsys.runtime import init_ray, quiet_ray_data
@@ -76,9 +77,7 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/beauty.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[config_parent("configs/beauty.yaml")])
     parser.add_argument("--skip-baseline", action="store_true", help="only the full recipe")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)

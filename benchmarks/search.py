@@ -1,7 +1,7 @@
 """Keyword search benchmark: quality of the four rankings on held-out searches, and `/search`
 latency on Ray Serve under closed-loop load.
 
-    python benchmarks/search.py [--config benchmarks/configs/search-shop.yaml] [--seconds 10]
+    python -m benchmarks.search [--config benchmarks/configs/search-shop.yaml] [--seconds 10]
 
 Data: the synthetic shop with a 12k-item catalog (Amazon Beauty's size; Beauty's S3-Rec release
 has no titles or searches). Its search sessions' queries are made from the wanted item's title with
@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -122,11 +121,11 @@ def serve_child(config: str, cache: int, levels: list[int], bodies_file: Path, s
     import ray
     from ray import serve
 
+    from benchmarks.loadgen import load_levels
     from recsys.config import load_config
     from recsys.index import latest_index
     from recsys.runtime import init_ray
     from serving.deploy import deploy_config, wait_ready
-    from serving.loadgen import load_levels
     from serving.serve_config import http_options, serve_config
 
     overrides = [f"search.query_cache_size={cache}"]
@@ -155,7 +154,7 @@ def serve_child(config: str, cache: int, levels: list[int], bodies_file: Path, s
 def run_serve(config: str, cache: int, levels: list[int], bodies_file: Path, seconds: float) -> dict:
     print(f"POST /search on Ray Serve, query cache {cache}:", flush=True)
     out = RESULTS / f".search-{cache}.json"
-    subprocess.run([sys.executable, __file__, "--config", config, "--seconds", str(seconds), "--child", str(cache),
+    subprocess.run([sys.executable, "-m", "benchmarks.search", "--config", config, "--seconds", str(seconds), "--child", str(cache),
                     "--levels", ",".join(map(str, levels)), "--bodies", str(bodies_file)], cwd=REPO, check=True)
     result = json.loads(out.read_text())
     out.unlink()
@@ -190,7 +189,7 @@ def main() -> int:
     bodies_file = RESULTS / ".search-bodies.json"
     bodies_file.write_text(json.dumps([{"query": e["query"], "user_id": e["user_id"], "k": 10} for e in examples]))
     result["endpoint"] = "POST /search {query, user_id, k: 10} (hybrid_personal), the test split's queries in turn"
-    result["load"] = f"closed loop, aiohttp clients in a separate process (serving/loadgen.py), {args.seconds:g} s per level"
+    result["load"] = f"closed loop, aiohttp clients in a separate process (benchmarks/loadgen.py), {args.seconds:g} s per level"
     result["latency"] = run_serve(args.config, 0, [1, 16], bodies_file, args.seconds)
     result["latency_cached"] = run_serve(args.config, cfg.search.query_cache_size or 4096, [16], bodies_file, args.seconds)
     result["recommend_baseline"] = result["latency"].pop("recommend")

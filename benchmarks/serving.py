@@ -2,7 +2,7 @@
 retrieval and ranking compute, under closed-loop load from a separate process; and the ANN index
 against exact search at 1M synthetic items.
 
-    python benchmarks/serving.py [--config configs/demo.yaml] [--seconds 10] [--ann-items 1000000]
+    python -m benchmarks.serving [--config configs/demo.yaml] [--seconds 10] [--ann-items 1000000]
 
 Writes benchmarks/results/serving.json:
   serve, bare            → c1, c16, c64 → p50_ms, p99_ms, qps, errors   (POST /recommend, k=10)
@@ -27,7 +27,6 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 CONCURRENCY = (1, 16, 64)
 
@@ -62,7 +61,7 @@ def request_bodies(release, n: int = 2000) -> list[dict]:
 
 
 def load_levels(url: str, bodies_file: Path, seconds: float) -> dict:
-    from serving.loadgen import load_levels as levels
+    from benchmarks.loadgen import load_levels as levels
 
     return levels(url, bodies_file, seconds, CONCURRENCY, cwd=REPO)
 
@@ -97,7 +96,7 @@ def serve_child(config: str, ingress: str, bodies_file: Path, seconds: float, ou
 def run_serve(config: str, ingress: str, bodies_file: Path, seconds: float) -> dict:
     print(f"Ray Serve ({ingress} ingress):", flush=True)
     out = RESULTS / f".serve-{ingress}.json"
-    subprocess.run([sys.executable, __file__, "--config", config, "--seconds", str(seconds), "--child", ingress, "--bodies", str(bodies_file)],
+    subprocess.run([sys.executable, "-m", "benchmarks.serving", "--config", config, "--seconds", str(seconds), "--child", ingress, "--bodies", str(bodies_file)],
                    cwd=REPO, check=True)
     result = json.loads(out.read_text())
     out.unlink()
@@ -106,7 +105,7 @@ def run_serve(config: str, ingress: str, bodies_file: Path, seconds: float) -> d
 
 def run_bare(config: str, bodies_file: Path, seconds: float, port: int = 8100) -> dict:
     print("bare FastAPI + torch (uvicorn, one process):", flush=True)
-    server = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "bare_server.py"), "--config", config, "--port", str(port)], cwd=REPO)
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_server", "--config", config, "--port", str(port)], cwd=REPO)
     try:
         url = f"http://127.0.0.1:{port}/recommend"
         deadline = time.monotonic() + 120
@@ -177,7 +176,7 @@ def main() -> int:
     bodies_file.write_text(json.dumps(request_bodies(release)))
     result: dict = {"config": args.config, "version": release.version, "items": release.manifest["items"],
                     "endpoint": "POST /recommend {user_id, k: 10}", "seconds_per_level": args.seconds,
-                    "load": "closed loop, aiohttp clients in a separate process (serving/loadgen.py)"}
+                    "load": "closed loop, aiohttp clients in a separate process (benchmarks/loadgen.py)"}
     result["serve"] = run_serve(args.config, "haproxy", bodies_file, args.seconds)
     result["bare"] = run_bare(args.config, bodies_file, args.seconds)
     result["serve_proxy"] = run_serve(args.config, "proxy", bodies_file, args.seconds)

@@ -6,7 +6,7 @@ threads) for one epoch; the Ray run uses 2 workers × 1 thread for two epochs an
 is the figure (the first includes warm-up: streaming-split start, first block reads). Throughput is
 measured inside the epoch (the ~25 s fixed cost of starting a fit is reported separately).
 
-    python benchmarks/train_throughput.py [--config configs/demo.yaml]
+    python -m benchmarks.train_throughput [--config configs/demo.yaml]
 Writes benchmarks/results/train_throughput.json.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from recsys import stages
+from recsys.cli import config_parent
 from recsys.config import load_config
 from recsys.models import SeqRecConfig, SeqRecModel
 from recsys.runtime import init_ray, quiet_ray_data
@@ -57,9 +58,7 @@ def plain_torch_epoch(cfg, dataset) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override (ablations)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[config_parent("configs/demo.yaml")])
     args = parser.parse_args()
     cfg = load_config(args.config, ["finetune.epochs=2", "finetune.zero_stage=2", "pretrain.enabled=false",
                                     "finetune.select_best=false", "finetune.early_stopping_patience=0",

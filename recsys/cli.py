@@ -1,4 +1,19 @@
-"""The `recsys` command: one subcommand per stage, plus `demo`. Thin: parse, then call recsys.stages."""
+"""The `recsys` command: argparse subcommands, thin over the library.
+
+    recsys <stage> --config FILE [--set KEY=VALUE ...]     prepare, pretrain, finetune, ctr, search, index, evaluate
+    recsys eval report --config FILE [--model DIR] [--set ...]
+    recsys data stats <dataset folder> [--out DIR]
+    recsys k8s [--kubeconfig F] [--context C] [-n NS] submit|status|wait|logs ...
+    recsys <extension> ...                                  commands other packages register (serving: `demo`)
+
+`--config` and `--set` are declared once, in config_parent(); every command that reads a config,
+`ray_jobs/`, `serving.deploy` and the benchmarks build on it. Extension commands come from the
+entry-point group `recsys.commands`: each is a function `register(subparsers, parent)` that adds
+its subcommand (with `parent` among its parents) and sets `func`. That is how `recsys demo` runs the
+Serve app while nothing under `recsys/` imports `serving`.
+
+Exit codes: 0 done, 1 a stage failed (the message says why), 2 a bad command line or config.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +21,54 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
+from importlib.metadata import entry_points
+from pathlib import Path
 
-from recsys.config import ConfigError, load_config
-from recsys.stages import PIPELINE_STAGES as STAGES
+from recsys.config import ConfigError, RecsysConfig, load_config
+from recsys.entrypoints import PIPELINE_STAGES
+
+COMMANDS_GROUP = "recsys.commands"
+# Failures of a stage that the user can act on: printed as `error: ...`, exit 1 (no traceback).
+STAGE_ERRORS = (FileNotFoundError, ValueError, RuntimeError)
+STAGE_HELP = {
+    "prepare": "validate, quarantine, shape and split the behaviour logs (Ray Data) into a dataset version",
+    "pretrain": "pretrain the sequence encoder on masked items (Ray Train + DeepSpeed)",
+    "finetune": "fine-tune the encoder for next-item retrieval (from the pretrained model when pretrain is on)",
+    "ctr": "train the CTR ranker on impressions (BCE), from the latest fine-tuned model",
+    "search": "fine-tune the search text encoder on the logs' (query, clicked item) pairs",
+    "index": "the fine-tuned model's item vectors (and item texts) → a versioned FAISS index",
+    "evaluate": "evaluate the latest fine-tuned model (the config's protocol) and write report.json",
+}
 
 
-def stage_parser(prog: str | None = None, stage: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=f"recsys-platform: {stage or 'pipeline'} stage")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
-    parser.add_argument(
+def config_parent(default_config: str | None = None) -> argparse.ArgumentParser:
+    """The parent parser of every command that reads a config: `--config FILE`, `--set KEY=VALUE`.
+
+    Use it as `argparse.ArgumentParser(parents=[config_parent()])`. `--config` is required unless
+    a `default_config` is given (the benchmarks have one). Parsed: `args.config`, `args.overrides`.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config", metavar="FILE", required=default_config is None, default=default_config,
+        help="YAML config, e.g. configs/demo.yaml" + (f" (default: {default_config})" if default_config else ""),
+    )
+    parent.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set finetune.epochs=3 (repeatable)",
     )
-    return parser
+    return parent
 
 
-def run_stage(stage: str, argv: list[str] | None = None) -> int:
-    """Entry point shared by `recsys <stage>` and `ray_jobs/<stage>.py`."""
-    args = stage_parser(f"recsys {stage}", stage).parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def config_of(args: argparse.Namespace) -> RecsysConfig:
+    """The config that `--config`/`--set` name; a ConfigError is printed by the CLI (exit 2)."""
+    return load_config(args.config, args.overrides)
+
+
+# ---- commands -------------------------------------------------------------------------------
+def stage_command(stage: str, args: argparse.Namespace) -> int:
+    """`recsys <stage>` (and `ray_jobs/<script>.py`): run one pipeline stage on Ray, print its result."""
+    cfg = config_of(args)
     from recsys import stages
     from recsys.runtime import init_ray, quiet_ray_data
 
@@ -46,11 +86,11 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
             else:
                 print(json.dumps({"model": str(result.model_path), "metrics": result.metrics}, indent=2))
         elif stage == "search":
-            path = stages.search(cfg)
-            if path is None:
+            result = stages.search(cfg)
+            if result is None:
                 print("search encoder not fine-tuned: search.enabled is false or the logs hold no searches; the index uses the pretrained encoder")
             else:
-                print(json.dumps({"encoder": str(path), **json.loads((path / "recsys.json").read_text())["metrics"]}, indent=2))
+                print(json.dumps({"encoder": str(result.model_path), **result.metrics}, indent=2))
         elif stage == "index":
             release = stages.index(cfg)
             print(json.dumps({"index": str(release.path), **release.manifest}, indent=2))
@@ -60,43 +100,109 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
             report = stages.evaluate(cfg)
             print(format_report(report))
             print(f"report: {report['path']}")
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        else:
+            raise ValueError(f"the CLI has no output for stage {stage!r}")
+    except STAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{stage} finished in {time.perf_counter() - t0:.1f}s")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = (*STAGES, "demo", "k8s", "data", "eval")
-    if not argv or argv[0] not in commands:
-        print(f"usage: recsys {{{','.join(commands)}}} --config FILE [--set key=value ...]", file=sys.stderr)
+def eval_report(args: argparse.Namespace) -> int:
+    """`recsys eval report`: evaluate a model, then write table.md and curves.png beside report.json."""
+    cfg = config_of(args)
+    from recsys import stages
+    from recsys.eval.report import write_report
+
+    try:
+        report = stages.evaluate(cfg, Path(args.model) if args.model else None)
+    except STAGE_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    paths = write_report(report)
+    print(paths["table"].read_text())
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
+
+
+# ---- the parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys", description="recsys-platform: the pipeline stages, their tools, and registered commands.",
+        epilog="`recsys COMMAND --help` describes a command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    parent = config_parent()
+    for stage in PIPELINE_STAGES:
+        text = STAGE_HELP.get(stage, f"the {stage} stage")
+        commands.add_parser(stage, parents=[parent], help=text, description=text).set_defaults(
+            func=partial(stage_command, stage))
+    _add_eval(commands, parent)
+    _add_data(commands)
+    from recsys.k8s import cli as k8s_cli
+
+    k8s_cli.register(commands)
+    _add_extensions(commands, parent)
+    return parser
+
+
+def _add_eval(commands, parent: argparse.ArgumentParser) -> None:
+    group = commands.add_parser("eval", help="evaluation reports", description="evaluation reports")
+    sub = group.add_subparsers(dest="eval_command", metavar="COMMAND", title="commands", required=True)
+    text = "evaluate the latest (or a given) model; write report.json, a metrics table (table.md) and curves.png"
+    report = sub.add_parser("report", parents=[parent], help=text, description=text)
+    report.add_argument("--model", metavar="DIR", help="a fine-tuned model folder (default: the latest of the config's run)")
+    report.set_defaults(func=eval_report)
+
+
+def _add_data(commands) -> None:
+    from recsys.data import stats
+
+    group = commands.add_parser("data", help="prepared-dataset tools", description="prepared-dataset tools")
+    sub = group.add_subparsers(dest="data_command", metavar="COMMAND", title="commands", required=True)
+    text = "key figures and plots of a prepared dataset"
+    parser = sub.add_parser("stats", help=text, description=text)
+    stats.add_arguments(parser)
+    parser.set_defaults(func=stats.run)
+
+
+def _add_extensions(commands, parent: argparse.ArgumentParser) -> None:
+    """Commands registered under the entry-point group `recsys.commands` (e.g. serving's `demo`)."""
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()(commands, parent)
+        except Exception as exc:  # one broken extension must not take the stage commands down with it
+            print(f"warning: command {ep.name!r} ({ep.value}) could not be registered: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+
+
+def _execute(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, usage already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    func = getattr(args, "func", None)
+    if func is None:  # `recsys` alone
+        parser.print_help(sys.stderr)
         return 2
-    command, rest = argv[0], argv[1:]
-    if command == "data":
-        if not rest or rest[0] != "stats":
-            print("usage: recsys data stats <dataset folder> [--out DIR]", file=sys.stderr)
-            return 2
-        from recsys.data.stats import main as stats_main
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
-        return stats_main(rest[1:])
-    if command == "eval":
-        if not rest or rest[0] != "report":
-            print("usage: recsys eval report --config FILE [--model DIR] [--set key=value ...]", file=sys.stderr)
-            return 2
-        from recsys.eval.report import main as report_main
 
-        return report_main(rest[1:])
-    if command == "k8s":
-        from recsys.k8s.cli import main as k8s_main
+def run_stage(stage: str, argv: list[str] | None = None) -> int:
+    """`ray_jobs/<script>.py`: the `recsys <stage>` command on its own (same options, output, exit codes)."""
+    text = STAGE_HELP.get(stage, f"the {stage} stage")
+    parser = argparse.ArgumentParser(prog=f"recsys {stage}", description=text, parents=[config_parent()])
+    parser.set_defaults(func=partial(stage_command, stage))
+    return _execute(parser, argv)
 
-        return k8s_main(rest)
-    if command == "demo":
-        from recsys.demo import run_demo
 
-        return run_demo(rest)
-    return run_stage(command, rest)
+def main(argv: list[str] | None = None) -> int:
+    return _execute(build_parser(), sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """One typed config tree, loaded from one YAML file, read by every stage.
 
-Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `eval`, `index`, `serve`),
-plus `artifacts` (where everything is written) and `cluster` (how Ray is sized). Unknown keys and
-bad values fail with a `ConfigError` that names the file, the dotted field and what is allowed.
+Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `ctr`, `eval`, `search`,
+`index`, `serve`), plus `artifacts` (where everything is written) and `cluster` (how Ray is sized).
+Unknown keys and bad values fail with a `ConfigError` that names the file, the dotted field and what
+is allowed. The training stages (`pretrain`, `finetune`, `ctr`, `search.train`) share
+`TrainStageConfig` and each adds only what it reads, so one stage's setting under another is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -118,7 +120,7 @@ class DataConfig(_Section):
     cache_train_split: bool = Field(
         True,
         description="materialize the training split in Ray's object store once per fit instead of re-reading and "
-        "re-filtering it every epoch (measured 1.4x faster epochs on Beauty); turn off when it does not fit",
+        "re-filtering it every epoch; turn off when it does not fit",
     )
 
     @model_validator(mode="after")
@@ -147,50 +149,108 @@ class ModelConfig(_Section):
         return self
 
 
-class StageConfig(_Section):
-    """One training stage (pretrain, finetune or ctr) under Ray Train + DeepSpeed."""
+# Settings a stage gives its own default: bounds and description stay in one place.
+_Epochs = Annotated[
+    int, Field(ge=1, le=10_000, description="most epochs; early stopping (finetune, ctr) may end sooner")
+]
+_BatchSize = Annotated[
+    int, Field(ge=1, description="per-worker micro-batch (sequences; search.train: query-item pairs)")
+]
+_PeakLr = Annotated[float, Field(gt=0, le=1.0, description="peak learning rate")]
+_WarmupRatio = Annotated[float, Field(ge=0.0, lt=1.0, description="share of optimizer steps spent warming up")]
 
-    enabled: bool = True
-    epochs: int = Field(10, ge=1, le=10_000, description="most epochs; early stopping may end sooner")
-    batch_size: int = Field(128, ge=1, description="per-worker micro-batch (sequences)")
+
+class TrainStageConfig(_Section):
+    """What every training stage under Ray Train + DeepSpeed shares: optimizer, lr schedule, ZeRO.
+
+    Each stage's section is a subclass holding only the settings that stage reads (`pretrain`,
+    `finetune`, `ctr`, `search.train`), so another stage's setting there is an error, not a
+    silently ignored key.
+    """
+
+    epochs: _Epochs = 10
+    batch_size: _BatchSize = 128
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(1e-3, gt=0, le=1.0, description="peak learning rate")
+    lr: _PeakLr = 1e-3
     lr_schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="cosine: linear warm-up to lr, then cosine decay to min_lr_ratio × lr at the last step"
     )
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="share of optimizer steps spent warming up")
+    warmup_ratio: _WarmupRatio = 0.05
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a share of lr (cosine)")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage (0 = plain data parallel)")
-    mask_prob: float = Field(0.2, gt=0, lt=1, description="masked-item probability (pretrain only)")
-    attribute_loss_weight: float = Field(
-        0.0, ge=0.0, description="pretrain: weight of masked-attribute prediction beside masked items (0 = off)"
+    seed: int = 42
+
+    # Extra words for the error when another stage's setting is put here (see _describe).
+    refused_key_hints: ClassVar[dict[str, str]] = {}
+
+
+class ValidatedStageConfig(TrainStageConfig):
+    """A training stage that scores the valid split after every epoch (finetune, ctr)."""
+
+    select_best: bool = Field(
+        True,
+        description="score the valid split after every epoch (finetune: NDCG@10, ctr: AUC) and export the best "
+        "epoch's model, not the last",
     )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="stop after this many epochs without a better valid score (0 = never)"
+    )
+
+    @model_validator(mode="after")
+    def _patience_needs_validation(self) -> ValidatedStageConfig:
+        if self.early_stopping_patience and not self.select_best:
+            raise ValueError("early_stopping_patience needs select_best: true (the valid score it watches)")
+        return self
+
+
+class PretrainConfig(TrainStageConfig):
+    """`pretrain`: self-supervised masked-item (and masked-attribute) training of the encoder."""
+
+    enabled: bool = Field(True, description="run the pretrain stage; false: finetune starts from random weights")
+    epochs: _Epochs = 5
+    mask_prob: float = Field(0.2, gt=0, lt=1, description="probability that an item of a sequence is masked")
+    attribute_loss_weight: float = Field(
+        0.0, ge=0.0, description="weight of masked-attribute prediction beside masked items (0 = off)"
+    )
+
+
+class FinetuneConfig(ValidatedStageConfig):
+    """`finetune`: next-item training of the retrieval model. Always runs (it is what serving loads)."""
+
+    refused_key_hints: ClassVar[dict[str, str]] = {"enabled": "the finetune stage always runs"}
+
     loss: Literal["full_softmax", "sampled_softmax"] = Field(
         "full_softmax",
-        description="finetune: full softmax over the catalog, or sampled softmax with log-Q correction for catalogs "
+        description="full softmax over the catalog, or sampled softmax with log-Q correction for catalogs "
         "too large to score in full each step",
     )
     num_negatives: int = Field(1024, ge=1, description="sampled_softmax: negatives per step, shared by the batch")
     negative_sampling_power: float = Field(
         0.75, ge=0.0, le=1.0, description="sampled_softmax: negatives drawn ∝ train_count^power (0 = uniform)"
     )
-    select_best: bool = Field(
-        True,
-        description="finetune/ctr: score the valid split after every epoch (NDCG@10 / AUC) and export the best "
-        "epoch's model, not the last",
-    )
-    early_stopping_patience: int = Field(
-        0, ge=0, description="finetune/ctr: stop after this many epochs without a better valid score (0 = never)"
-    )
-    seed: int = 42
 
-    @model_validator(mode="after")
-    def _patience_needs_validation(self) -> StageConfig:
-        if self.early_stopping_patience and not self.select_best:
-            raise ValueError("early_stopping_patience needs select_best: true (the valid score it watches)")
-        return self
+
+class CtrConfig(ValidatedStageConfig):
+    """`ctr`: the CTR ranking head, BCE on impressions with click labels (examples/ctr), starting
+    from the latest fine-tuned retrieval model."""
+
+    enabled: bool = Field(False, description="run the ctr stage; the logs must hold impressions")
+    epochs: _Epochs = 3
+    lr: _PeakLr = 5e-4
+
+
+class SearchTrainConfig(TrainStageConfig):
+    """`search.train`: contrastive fine-tuning of the text encoder on (query, clicked item) pairs.
+    Its loop has no valid split and no masking, so it takes the shared settings only."""
+
+    refused_key_hints: ClassVar[dict[str, str]] = {"enabled": "search.enabled turns the search stage on and off"}
+
+    epochs: _Epochs = 2
+    batch_size: _BatchSize = 64
+    lr: _PeakLr = 3e-5
+    warmup_ratio: _WarmupRatio = 0.1
 
 
 class EvalConfig(_Section):
@@ -235,10 +295,14 @@ class IndexConfig(_Section):
     )
     exact_below: int = Field(50_000, ge=1, description="auto picks exact search for catalogs smaller than this")
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree")
-    hnsw_ef_construction: int = Field(100, ge=8, description="HNSW build breadth (1M items: 224 s to build on 2 cores at 100)")
+    hnsw_ef_construction: int = Field(
+        100, ge=8, description="HNSW build breadth: higher builds slower and more exact (build times: see docs/serving.md)"
+    )
     hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: higher is slower and more exact")
     ivf_nlist: int | None = Field(None, ge=1, description="IVF cells; default 4·sqrt(items)")
-    ivf_nprobe: int = Field(64, ge=1, description="IVF cells visited per query (1M items, 4000 cells: 64 gave recall@100 0.989 at 27x exact)")
+    ivf_nprobe: int = Field(
+        64, ge=1, description="IVF cells visited per query: higher is slower and more exact (measured recall: see docs/serving.md)"
+    )
     recall_queries: int = Field(1000, ge=10, description="queries used to measure recall@100 against exact search at build time")
     min_recall_at_100: float = Field(
         0.95, ge=0.0, le=1.0, description="a build or model swap whose measured recall@100 is lower is refused"
@@ -268,7 +332,7 @@ class ServeConfig(_Section):
     ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy",
         description="haproxy: Ray Serve's HAProxy ingress straight to the replicas' own HTTP servers (needs the haproxy binary; "
-        "measured ~3x the QPS of proxy on 2 cores); proxy: Serve's Python proxy actor",
+        "faster, see docs/serving.md); proxy: Serve's Python proxy actor",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -288,7 +352,9 @@ class ServeConfig(_Section):
     max_history: int = Field(200, ge=1, description="longest item_ids list a request may send")
     exclude_history: bool = Field(True, description="never recommend what the user already interacted with")
     cpus_per_replica: float = Field(1.0, gt=0)
-    access_log: bool = Field(False, description="Serve's per-request access log lines (costs ~10% of a small request's time on a busy replica)")
+    access_log: bool = Field(
+        False, description="Serve's per-request access log lines (off by default: writing them slows a busy replica)"
+    )
     batching: ServeBatching = Field(default_factory=ServeBatching)
     events: EventStoreConfig = Field(default_factory=EventStoreConfig)
 
@@ -304,7 +370,7 @@ class SearchConfig(_Section):
     and what `/search` accepts."""
 
     enabled: bool = Field(True, description="build the text index and serve /search (the search stage fine-tunes when the logs hold searches)")
-    train: StageConfig = Field(default_factory=lambda: StageConfig(epochs=2, batch_size=64, lr=3e-5, warmup_ratio=0.1, zero_stage=2))
+    train: SearchTrainConfig = Field(default_factory=SearchTrainConfig)
     temperature: float = Field(0.05, gt=0, le=1, description="InfoNCE temperature of (query, clicked item) pairs, in-batch negatives")
     max_tokens: int = Field(48, ge=8, le=512)
     dense_weight: float = Field(0.6, ge=0)
@@ -338,10 +404,10 @@ class RecsysConfig(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    pretrain: StageConfig = Field(default_factory=lambda: StageConfig(epochs=5))
-    finetune: StageConfig = Field(default_factory=StageConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     # CTR ranking head on impressions with click labels (examples/ctr); off unless the data has impressions.
-    ctr: StageConfig = Field(default_factory=lambda: StageConfig(enabled=False, epochs=3, lr=5e-4))
+    ctr: CtrConfig = Field(default_factory=CtrConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
@@ -358,6 +424,23 @@ class RecsysConfig(_Section):
         return Path(self.artifacts.root).expanduser().resolve()
 
 
+def training_stage_sections(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, type[TrainStageConfig]]:
+    """Dotted section → its stage class, for every training stage in the tree, in config order:
+    {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "ctr": CtrConfig, "search.train": SearchTrainConfig}."""
+    found: dict[str, type[TrainStageConfig]] = {}
+    for name, field in (model or RecsysConfig).model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, TrainStageConfig):
+            found[prefix + name] = ann
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            found.update(training_stage_sections(ann, f"{prefix}{name}."))
+    return found
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
@@ -369,6 +452,16 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
             if parent is None:
                 break
         allowed = ", ".join(sorted(parent.model_fields)) if parent else "see recsys/config.py"
+        key = str(err["loc"][-1])
+        if parent is not None and issubclass(parent, TrainStageConfig):
+            section = ".".join(str(p) for p in err["loc"][:-1])
+            owners = [name for name, cls in training_stage_sections(model).items() if key in cls.model_fields]
+            if owners:
+                hint = parent.refused_key_hints.get(key)
+                return (
+                    f"{loc}: not a setting of the {section} stage (it is a {_and(owners)} setting"
+                    f"{'; ' + hint if hint else ''}); allowed keys here: {allowed}"
+                )
         return f"{loc}: unknown key; allowed keys here: {allowed}"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")

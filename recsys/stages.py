@@ -1,34 +1,35 @@
 """The pipeline stages as library calls; `ray_jobs/`, the CLI and the demo are thin over these.
 
-Each stage finds its inputs in the artifact store by config (latest published version), so stages
-can run as separate `ray job submit` calls, on different machines, in any later session.
+Each stage finds its inputs in the artifact store by config (`ArtifactStore.latest`), so stages
+can run as separate `ray job submit` calls, on different machines, in any later session. This is
+the orchestration layer: task modules (recsys.train, eval, index, search, k8s) never import it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from recsys.artifacts import latest_version, model_dir
+from recsys.artifacts import ArtifactStore, Dataset, IndexRelease, ModelExport
 from recsys.config import RecsysConfig
-from recsys.data.dataset import PreparedDataset
-from recsys.data.sources import dataset_root
+from recsys.entrypoints import PIPELINE_STAGES  # noqa: F401 - re-exported: the stages, in order
 
-# The pipeline's stages, in order; each has an entrypoint ray_jobs/<script>.py.
-PIPELINE_STAGES = ("prepare", "pretrain", "finetune", "ctr", "search", "index", "evaluate")
+__all__ = ["PIPELINE_STAGES", "build_servable", "ctr", "evaluate", "finetune", "index", "latest_dataset", "prepare",
+           "pretrain", "search"]
 
 
-def prepare(cfg: RecsysConfig) -> PreparedDataset:
+def prepare(cfg: RecsysConfig) -> Dataset:
     from recsys.data.pipeline import prepare_dataset
 
     return prepare_dataset(cfg)
 
 
-def latest_dataset(cfg: RecsysConfig) -> PreparedDataset:
-    return PreparedDataset.latest(dataset_root(cfg))
+def latest_dataset(cfg: RecsysConfig) -> Dataset:
+    from recsys.data.sources import dataset_name
+
+    return ArtifactStore.of(cfg).latest("dataset", dataset_name=dataset_name(cfg))
 
 
-def pretrain(cfg: RecsysConfig, dataset: PreparedDataset | None = None):
+def pretrain(cfg: RecsysConfig, dataset: Dataset | None = None):
     from recsys.train.trainer import run_stage
 
     if not cfg.pretrain.enabled:
@@ -36,52 +37,27 @@ def pretrain(cfg: RecsysConfig, dataset: PreparedDataset | None = None):
     return run_stage(cfg, "pretrain", dataset or latest_dataset(cfg))
 
 
-def pretrained_model(cfg: RecsysConfig, dataset: PreparedDataset) -> Path | None:
-    """The latest pretrain export, if pretraining is on; it must come from the same dataset."""
-    if not cfg.pretrain.enabled:
-        return None
-    path = latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "pretrain"), "pretrained model", "pretrain")
-    trained_on = json.loads((path / "recsys.json").read_text())["dataset_path"]
-    if Path(trained_on) != dataset.path:
-        raise ValueError(
-            f"the latest pretrained model {path} was trained on {trained_on}, not on {dataset.path}; "
-            "run the pretrain stage again, or set pretrain.enabled: false"
-        )
-    return path
-
-
-def finetune(cfg: RecsysConfig, dataset: PreparedDataset | None = None, init_from: Path | None = None):
+def finetune(cfg: RecsysConfig, dataset: Dataset | None = None, init_from: Path | None = None):
+    """Next-item fine-tuning, from the latest pretrained model of the same dataset when pretraining is on."""
     from recsys.train.trainer import run_stage
 
     dataset = dataset or latest_dataset(cfg)
-    init_from = init_from or pretrained_model(cfg, dataset)
+    if init_from is None and cfg.pretrain.enabled:
+        init_from = ArtifactStore.of(cfg).latest("pretrain", trained_on=dataset).path
     return run_stage(cfg, "finetune", dataset, init_from=init_from)
 
 
-def ctr(cfg: RecsysConfig, dataset: PreparedDataset | None = None, init_from: Path | None = None):
+def ctr(cfg: RecsysConfig, dataset: Dataset | None = None, init_from: Path | None = None):
     """The CTR ranking stage: BCE on impressions, starting from the latest fine-tuned retrieval model."""
     from recsys.train.trainer import run_stage
 
     if not cfg.ctr.enabled:
         return None
-    init_from = init_from or latest_finetuned(cfg)
-    trained_on = Path(json.loads((init_from / "recsys.json").read_text())["dataset_path"])
-    dataset = dataset or PreparedDataset(trained_on)
-    return run_stage(cfg, "ctr", dataset, init_from=init_from)
+    start = ModelExport.load(init_from) if init_from else ArtifactStore.of(cfg).latest("finetune")
+    return run_stage(cfg, "ctr", dataset or start.dataset(), init_from=start.path)
 
 
-def latest_ctr(cfg: RecsysConfig) -> Path | None:
-    """The latest CTR export, or None when the ctr stage is off."""
-    if not cfg.ctr.enabled:
-        return None
-    return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "ctr"), "CTR model", "ctr")
-
-
-def latest_finetuned(cfg: RecsysConfig) -> Path:
-    return latest_version(model_dir(cfg.artifacts_root, cfg.run_name, "finetune"), "fine-tuned model", "finetune")
-
-
-def search(cfg: RecsysConfig, dataset: PreparedDataset | None = None) -> Path | None:
+def search(cfg: RecsysConfig, dataset: Dataset | None = None):
     """The search stage: contrastive fine-tuning of the text encoder on the logs' (query, clicked
     item) pairs. None when search is off or the logs hold no searches (Amazon Beauty): the index
     stage then embeds item texts with the pretrained encoder."""
@@ -89,16 +65,17 @@ def search(cfg: RecsysConfig, dataset: PreparedDataset | None = None) -> Path | 
 
     if not cfg.search.enabled:
         return None
-    if dataset is None:  # the catalog the recommender was trained on, which the index pairs it with
-        dataset = PreparedDataset(json.loads((latest_finetuned(cfg) / "recsys.json").read_text())["dataset_path"])
+    # the catalog the recommender was trained on, which the index pairs it with
+    dataset = dataset or ArtifactStore.of(cfg).latest("finetune").dataset()
     return train_search_encoder(cfg, dataset)
 
 
-def index(cfg: RecsysConfig, model_path: Path | None = None):
+def index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelease:
     """The index stage: the fine-tuned model's item vectors → a FAISS index version serving loads."""
     from recsys.index import build_index
 
-    return build_index(cfg, model_path)
+    model = ModelExport.load(model_path) if model_path else ArtifactStore.of(cfg).latest("finetune")
+    return build_index(cfg, model)
 
 
 def build_servable(cfg: RecsysConfig) -> tuple:
@@ -128,6 +105,10 @@ def build_servable(cfg: RecsysConfig) -> tuple:
 def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:
     from recsys.eval.evaluate import run_evaluation
 
-    model_path = model_path or latest_finetuned(cfg)
-    dataset = PreparedDataset(json.loads((model_path / "recsys.json").read_text())["dataset_path"])
-    return run_evaluation(cfg, model_path, dataset, ctr_model_path=latest_ctr(cfg))
+    store = ArtifactStore.of(cfg)
+    model = ModelExport.load(model_path) if model_path else store.latest("finetune")
+    ranker = store.latest("ctr") if cfg.ctr.enabled else None
+    release = store.latest("index", required=False)  # the served path too, when it serves this model
+    if release is not None and release.model_path.resolve() != model.path:
+        release = None
+    return run_evaluation(cfg, model, ranker, release)

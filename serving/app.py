@@ -4,6 +4,9 @@ The same builder is what `make serve-config` turns into the Serve config a RaySe
 `index_version` picks the version to serve at build time (default: the index stage's LATEST). To
 swap a running app without downtime, change the deployment's `user_config.index_version` in the
 Serve config (serving.serve_config, serving.deploy): that is an in-place `reconfigure`.
+
+A replica is built from one typed argument, the library's `EngineSpec` (its config sections and
+artifact paths).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from recsys.artifacts import ArtifactStore, IndexRelease
 from recsys.config import RecsysConfig, load_config
-from recsys.index.build import IndexRelease, index_parent, latest_index
-from serving.recommender import EventStoreDeployment, RecommenderDeployment, default_events_folder
+from recsys.online.engine import EngineSpec
+from serving.recommender import EventStoreDeployment, RecommenderDeployment
 from serving.serve_config import deployment_options
 
 
@@ -26,31 +30,18 @@ class ServeArgs(BaseModel):
 
 
 def resolve_release(cfg: RecsysConfig, index_version: str | None) -> IndexRelease:
-    if index_version is None:
-        return latest_index(cfg)
-    return IndexRelease.load(index_parent(cfg) / index_version)
+    store = ArtifactStore.of(cfg)
+    return store.latest("index") if index_version is None else store.version("index", index_version)
 
 
 def build_app(args: ServeArgs | dict) -> Application:
     args = ServeArgs.model_validate(args)
     cfg = load_config(args.config, args.overrides)
     release = resolve_release(cfg, args.index_version)
+    spec = EngineSpec.of(cfg)
     events = None
     if cfg.serve.events.backend == "memory":
-        folder = cfg.serve.events.path or str(default_events_folder(cfg.artifacts_root))
-        events = EventStoreDeployment.bind(folder, cfg.serve.events.model_dump(mode="json"))
+        events = EventStoreDeployment.bind(spec.events_folder, cfg.serve.events.model_dump(mode="json"))
     return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config={"index_version": release.version}).bind(
-        cfg.serve.model_dump(mode="json"),
-        cfg.index.model_dump(mode="json"),
-        str(index_parent(cfg)),
-        list(cfg.data.interaction_events),
-        int(cfg.data.session_gap_minutes * 60_000),
-        events,
-        cfg.search.model_dump(mode="json"),
-        str(items_log(cfg)),
+        spec.model_dump(mode="json"), events
     )
-
-
-def items_log(cfg: RecsysConfig):
-    """Where POST /items makes new items durable (serving.cold_start), beside the event store."""
-    return cfg.artifacts_root / "serving" / cfg.run_name / "new_items.jsonl"

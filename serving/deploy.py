@@ -16,7 +16,8 @@ import sys
 
 from ray.serve.schema import ServeDeploySchema
 
-from recsys.config import load_config
+from recsys.cli import config_of, config_parent
+from recsys.config import ConfigError
 from serving.serve_config import application, http_options
 
 
@@ -45,16 +46,19 @@ def deploy_config(config: dict, blocking: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser = argparse.ArgumentParser(prog="python -m serving.deploy", description=__doc__.splitlines()[0],
+                                     parents=[config_parent()])
     parser.add_argument("--index-version", default=None, help="a published index version; default: the latest")
     parser.add_argument("--address", default="auto")
     args = parser.parse_args(argv)
     import ray
     from ray import serve
 
-    cfg = load_config(args.config, args.overrides)
+    try:
+        cfg = config_of(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ray.init(address=args.address)
     config = {"http_options": http_options(cfg.serve),
               "applications": [application(cfg, args.config, index_version=args.index_version, overrides=args.overrides)]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,15 +31,32 @@ def error_body(error: str, field: str, message: str) -> dict:
     return {"error": error, "detail": [{"field": field, "message": message}]}
 
 
-class Limits:
-    """Set by the replica from serve config before it takes traffic."""
+@dataclass(frozen=True)
+class Guard:
+    """A replica's request limits and metrics, from its serve config: the deployment instance holds
+    it (`self.guard`), and the middleware finds it through Serve's replica context, so no setting
+    travels through a module or class global."""
 
-    max_body_bytes = 65_536
-    metrics = None  # serving.metrics.ServingMetrics
+    max_body_bytes: int = 65_536
+    metrics: object | None = None  # serving.metrics.ServingMetrics
+
+
+_UNSET = Guard()
+
+
+def replica_guard() -> Guard:
+    """The Guard of the deployment instance this replica runs (defaults outside a replica)."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return getattr(serve.get_replica_context().servable_object, "guard", _UNSET)
+    except RayServeException:
+        return _UNSET
 
 
 class GuardMiddleware:
-    """Pure ASGI: refuse bodies over `Limits.max_body_bytes` with 413 (by Content-Length, or, for a
+    """Pure ASGI: refuse bodies over `Guard.max_body_bytes` with 413 (by Content-Length, or, for a
     chunked body, after reading at most the limit), and record every response's latency and status."""
 
     def __init__(self, app):
@@ -49,7 +67,8 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = {"code": 500}
-        limit = Limits.max_body_bytes
+        guard = replica_guard()
+        limit = guard.max_body_bytes
         route = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and route.startswith(root):
@@ -96,8 +115,8 @@ class GuardMiddleware:
                 await send(message)
 
             await self.app(scope, receive, recording_send)
-        if Limits.metrics is not None:
-            Limits.metrics.request(route, status["code"], (time.perf_counter() - started) * 1000)
+        if guard.metrics is not None:
+            guard.metrics.request(route, status["code"], (time.perf_counter() - started) * 1000)
 
 
 api = FastAPI(

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.events import EVENT_TYPES
+from recsys.online.catalog import Filters
+from recsys.online.events import EVENT_TYPES
 
 
 class _Body(BaseModel):
@@ -26,6 +27,10 @@ class CatalogFilters(_Body):
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) must be ≤ price_max ({self.price_max})")
         return self
+
+    def to_engine(self) -> Filters:
+        """The engine's Filters, field by field by name (a positional copy once lost `brands`)."""
+        return Filters(**self.model_dump())
 
 
 class FiltersBody(CatalogFilters):
@@ -131,6 +136,15 @@ class RecommendResponse(BaseModel):
     model_version: str
     ranker: Literal["retrieval", "ctr", "popularity"]
     items: list[RecommendedItem]
+
+    @classmethod
+    def of(cls, engine, user_id: str | None, answer) -> RecommendResponse:
+        """The HTTP answer of an engine Recommendation (recsys.online.engine)."""
+        items = [RecommendedItem(score=s.score, retrieval_score=s.retrieval_score,
+                                 explanation=Explanation(**s.explanation) if s.explanation else None, **engine.item(s.index))
+                 for s in answer.items]
+        return cls(user_id=user_id, version=engine.version, model_version=engine.model_version,
+                   cold_start=answer.cold_start, ranker=answer.ranker, items=items)
 
 
 class SearchSignals(BaseModel):

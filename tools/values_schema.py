@@ -17,7 +17,7 @@ from pathlib import Path
 
 from recsys.config import RecsysConfig
 from recsys.generated_files import write_or_check
-from recsys.stages import PIPELINE_STAGES
+from recsys.entrypoints import PIPELINE_STAGES
 
 OUT = Path(__file__).resolve().parents[1] / "helm" / "recsys-platform" / "values.schema.json"
 

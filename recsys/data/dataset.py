@@ -1,4 +1,5 @@
-"""A prepared dataset version on disk, as written by `prepare_dataset`."""
+"""A prepared dataset version on disk, as written by `prepare_dataset` (the store's `dataset` kind:
+recsys.artifacts finds the latest one)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.artifacts import latest_version
-
 
 @dataclass(frozen=True)
 class PreparedDataset:
@@ -26,10 +25,6 @@ class PreparedDataset:
                 f"{self.path} is not a prepared dataset (no manifest.json); run the prepare stage first: "
                 "python ray_jobs/prepare_data.py --config <file>"
             )
-
-    @classmethod
-    def latest(cls, root: Path) -> PreparedDataset:
-        return cls(latest_version(Path(root), "prepared dataset", "prepare"))
 
     @cached_property
     def manifest(self) -> dict:

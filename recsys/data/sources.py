@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.artifacts import atomic_folder
+from recsys.artifacts import ArtifactStore, atomic_folder
 from recsys.config import RecsysConfig
 from recsys.data.beauty import beauty_files, read_beauty
 from recsys.data.movielens import movielens_files, read_movielens
@@ -41,9 +41,14 @@ def resolve_source_kind(cfg: RecsysConfig) -> str:
     return "beauty" if Path(cfg.data.beauty_dir, "Beauty.txt").is_file() else "synthetic"
 
 
+def dataset_name(cfg: RecsysConfig) -> str:
+    """The configured dataset's name in the store: `data.name`, else the resolved source."""
+    return cfg.data.name or resolve_source_kind(cfg)
+
+
 def dataset_root(cfg: RecsysConfig) -> Path:
     """Where the prepared versions of the configured dataset live."""
-    return cfg.artifacts_root / "datasets" / (cfg.data.name or resolve_source_kind(cfg))
+    return ArtifactStore.of(cfg).folder("dataset", dataset_name(cfg))
 
 
 def _hash_local(paths: list[Path]) -> str:

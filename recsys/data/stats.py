@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from recsys.artifacts import LATEST
+from recsys.artifacts import LATEST, latest_version
 from recsys.data.dataset import PreparedDataset
 
 
@@ -26,7 +26,7 @@ def resolve_dataset(path: str) -> PreparedDataset:
     """A version folder, or a dataset folder holding versions (its LATEST is used)."""
     p = Path(path)
     if (p / LATEST).is_file() and not (p / "manifest.json").is_file():
-        return PreparedDataset.latest(p)
+        return PreparedDataset(latest_version(p, "dataset"))
     return PreparedDataset(p)
 
 
@@ -175,12 +175,15 @@ def format_stats(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="recsys data stats", description="key figures and plots of a prepared dataset")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `recsys data stats` (the CLI adds the subcommand; `run` executes it)."""
     parser.add_argument("dataset", help="a prepared dataset folder: artifacts/datasets/<name> (uses LATEST) or a version in it")
     parser.add_argument("--out", help="folder for the PNG plots (default: <version>/stats)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`recsys data stats`: print the figures, write the plots; 1 when the folder is no dataset."""
     try:
         ds = resolve_dataset(args.dataset)
     except FileNotFoundError as exc:

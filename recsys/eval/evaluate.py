@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recsys.artifacts import IndexRelease, ModelExport
 from recsys.config import EvalConfig, RecsysConfig
 from recsys.data.dataset import PreparedDataset
-from recsys.eval.metrics import hit_and_ndcg, target_ranks
+from recsys.eval.metrics import ranking_metrics, tie_counts
 
 # Published full-ranking anchors on the same Beauty file (S3-Rec paper; shared/datasets/README.md).
 BEAUTY_ANCHORS = {
@@ -38,6 +39,7 @@ def protocol(eval_cfg: EvalConfig) -> dict:
         "note": "history items other than the target are removed from the ranking (S3-Rec full-sort)"
         if eval_cfg.exclude_history
         else "history items stay in the ranking (labelled: not the S3-Rec protocol)",
+        "ties": "broken uniformly at random: each metric is its exact expectation (McSherry & Najork 2008)",
     }
 
 
@@ -58,21 +60,23 @@ def sample_negatives(
     return out
 
 
-def rank_rows(score_fn, histories: list, targets: np.ndarray, eval_cfg: EvalConfig, negatives=None) -> np.ndarray:
-    """0-based rank of each target: among all items (full), or among its sampled `negatives` (B, S),
-    where a tie counts against the target."""
+def count_rows(score_fn, histories: list, targets: np.ndarray, eval_cfg: EvalConfig, negatives=None) -> np.ndarray:
+    """(B, 2) (higher, tied) counts of each target (recsys/eval/metrics.py): among all items (full,
+    the history excluded when `eval_cfg.exclude_history`), or among its sampled `negatives` (B, S)
+    — the same tie rule in both modes."""
     hist = [list(h) for h in histories]
-    scores = score_fn(hist)
-    tgt = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    scores = score_fn(hist)  # (B, N + 2)
+    tgt = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=scores.device)
     if negatives is None:
-        return target_ranks(scores, tgt, hist if eval_cfg.exclude_history else None).numpy()
-    target_scores = scores[torch.arange(len(tgt)), tgt]
-    neg_scores = scores.gather(1, torch.as_tensor(negatives, dtype=torch.long))
-    return (neg_scores >= target_scores[:, None]).sum(1).numpy()
+        return tie_counts(scores, tgt, hist if eval_cfg.exclude_history else None)
+    neg = torch.as_tensor(negatives, dtype=torch.long, device=scores.device)
+    # (B, 1 + S): the target in column 0, its negatives after it (never history, never the target).
+    sampled = torch.cat([scores.gather(1, tgt[:, None]), scores.gather(1, neg)], 1)
+    return tie_counts(sampled, torch.zeros_like(tgt))
 
 
-def _rank_all(score_fn, split, eval_cfg: EvalConfig, pop: np.ndarray | None = None) -> np.ndarray:
-    ranks = []
+def _count_all(score_fn, split, eval_cfg: EvalConfig, pop: np.ndarray | None = None) -> np.ndarray:
+    counts = []
     histories, targets = split["history"].tolist(), np.array(split["target"], dtype=np.int64)
     rng = np.random.default_rng(eval_cfg.seed)
     for start in range(0, len(targets), eval_cfg.batch_size):
@@ -80,15 +84,15 @@ def _rank_all(score_fn, split, eval_cfg: EvalConfig, pop: np.ndarray | None = No
         negatives = None
         if eval_cfg.sampled_negatives:
             negatives = sample_negatives(pop, hist, tgt, eval_cfg.sampled_negatives, eval_cfg.exclude_history, rng)
-        ranks.append(rank_rows(score_fn, hist, tgt, eval_cfg, negatives))
-    return np.concatenate(ranks) if ranks else np.zeros(0)
+        counts.append(count_rows(score_fn, hist, tgt, eval_cfg, negatives))
+    return np.concatenate(counts) if counts else np.zeros((0, 2), dtype=np.int64)
 
 
 def evaluate_model(model, split, eval_cfg: EvalConfig, pop: np.ndarray | None = None) -> dict[str, float]:
     """`pop` (train counts per index) is needed only for sampled negatives; the same seed gives every
     model the same negatives."""
     model.eval()
-    return hit_and_ndcg(_rank_all(model.score_histories, split, eval_cfg, pop), eval_cfg.ks)
+    return ranking_metrics(_count_all(model.score_histories, split, eval_cfg, pop), eval_cfg.ks)
 
 
 def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
@@ -103,7 +107,8 @@ def popularity_scores(dataset: PreparedDataset) -> torch.Tensor:
 def evaluate_popularity(dataset: PreparedDataset, split, eval_cfg: EvalConfig) -> dict[str, float]:
     pop = popularity_scores(dataset)
     score_fn = lambda hist: pop.expand(len(hist), -1)  # noqa: E731
-    return hit_and_ndcg(_rank_all(score_fn, split, eval_cfg, pop.numpy()), eval_cfg.ks)
+    # Integer counts tie a lot: the tie rule gives a tied target the mean of the tied positions.
+    return ranking_metrics(_count_all(score_fn, split, eval_cfg, pop.numpy()), eval_cfg.ks)
 
 
 def evaluate_ctr(cfg: RecsysConfig, ctr_model_path: Path, dataset: PreparedDataset) -> dict:
@@ -134,13 +139,15 @@ def evaluate_ctr(cfg: RecsysConfig, ctr_model_path: Path, dataset: PreparedDatas
     }
 
 
-def run_evaluation(
-    cfg: RecsysConfig, model_path: Path, dataset: PreparedDataset, ctr_model_path: Path | None = None
-) -> dict:
-    """Evaluate the exported model and the popularity baseline (and the CTR model when there is one);
-    write report.json beside it."""
+def run_evaluation(cfg: RecsysConfig, export: ModelExport, ranker: ModelExport | None = None,
+                   release: IndexRelease | None = None) -> dict:
+    """Evaluate the exported model on the dataset it was trained on, beside the popularity baseline
+    (and the CTR model when there is one, and the served path when an index version of this model
+    is given: recsys.eval.served); write report.json beside it."""
     from recsys.models import SeqRecModel
 
+    model_path, dataset = export.path, export.dataset()
+    ctr_model_path = ranker.path if ranker is not None else None
     t0 = time.perf_counter()
     model = SeqRecModel.from_pretrained(model_path)
     split = dataset.read_split(cfg.eval.split)
@@ -155,10 +162,17 @@ def run_evaluation(
         "metrics": {"model": metrics, "popularity": evaluate_popularity(dataset, split, cfg.eval)},
         "published_anchors": BEAUTY_ANCHORS if dataset.manifest["source"]["kind"] == "beauty" else {},
         "eval_seconds": round(seconds, 1),
-        "training": _training_summary(model_path),
+        "training": _training_summary(export),
     }
     if ctr_model_path is not None:
         report["ctr"] = {"model": str(ctr_model_path), **evaluate_ctr(cfg, ctr_model_path, dataset)}
+    if release is not None and not cfg.eval.sampled_negatives:
+        from recsys.eval.served import evaluate_engine, served_protocol
+        from recsys.online.engine import EngineSpec, OnlineEngine
+
+        engine = OnlineEngine(release, EngineSpec.of(cfg))
+        report["metrics"]["served"] = evaluate_engine(engine, split, cfg.eval)
+        report["protocol"]["served"] = served_protocol(engine)
     out = cfg.artifacts_root / "reports" / cfg.run_name / model_path.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -166,14 +180,13 @@ def run_evaluation(
     return report
 
 
-def _training_summary(model_path: Path) -> dict:
+def _training_summary(export: ModelExport) -> dict:
     """Learning curves of the evaluated model and of the pretraining it started from."""
-    out = {}
-    meta = json.loads((Path(model_path) / "recsys.json").read_text())
-    out["finetune"] = {k: meta.get(k) for k in ("exported_epoch", "selected_by", "final_epoch", "stopped_early", "history")}
-    if meta.get("init_from"):
-        pre = json.loads((Path(meta["init_from"]) / "recsys.json").read_text())
-        out["pretrain"] = {"history": pre.get("history", [])}
+    meta = export.meta
+    out = {"finetune": {"exported_epoch": meta.exported_epoch, "selected_by": meta.selected_by,
+                        "final_epoch": meta.final_epoch, "stopped_early": meta.stopped_early, "history": meta.history}}
+    if export.init_from is not None:
+        out["pretrain"] = {"history": ModelExport.load(export.init_from).meta.history}
     return out
 
 
@@ -181,6 +194,8 @@ def format_report(report: dict) -> str:
     ks = sorted({int(k.split("@")[1]) for k in report["metrics"]["model"] if "@" in k})
     cols = [f"{m}@{k}" for k in ks for m in ("hr", "ndcg")]
     rows = [("ours", report["metrics"]["model"]), ("popularity (same harness)", report["metrics"]["popularity"])]
+    if "served" in report["metrics"]:  # the same model through the served engine (ANN + ranker), top-k answers
+        rows.insert(1, ("ours, as served", report["metrics"]["served"]))
     rows += [(f"{name} (published)", vals) for name, vals in report["published_anchors"].items()]
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"{report['dataset']}: {report['users']} users, {report['num_items']} items, {report['protocol']['ranking']}",

@@ -1,48 +1,141 @@
-"""Ranking metrics over full-catalog scores (HR, NDCG, MRR) and CTR metrics (AUC, GAUC, log-loss)."""
+"""Ranking metrics (HR, NDCG, MRR; graded nDCG, Recall, MRR) and CTR metrics (AUC, GAUC, log-loss):
+the one place every evaluation — full ranking, the sampled protocol, in-loop validation, search —
+computes them.
+
+The tie rule, everywhere: ties are broken uniformly at random, and every metric is its exact
+expectation over that random order (McSherry & Najork, "Computing information retrieval
+performance measures efficiently in the presence of tied scores", ECIR 2008). So a scorer that
+gives every item the same score gets the metrics of a random ranking: no free hit (ties won by the
+target) and no unfair zero (ties lost by it). Breaking ties by item index, or counting them all
+against the target, makes a metric depend on item ids or punish coarse scores (integer popularity
+counts, BM25 zeros, bf16 logits) for something the scorer never said.
+
+Single target (recommendation, sampled negatives, a search with one clicked item): a row is the
+pair (higher, tied) = items scoring strictly above the target, OTHER items scoring exactly the
+same. Under the rule the target's 0-based position is uniform on higher .. higher + tied, and every
+metric is a mean over those tied + 1 positions. `auc` counts a tied (positive, negative) pair as
+one half: the same rule, as AUC is the probability that a random order puts the positive first.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list[int]] | None = None) -> torch.Tensor:
-    """0-based rank of each target among all items. (B, N+2) scores, (B,) targets → (B,).
+def _prefix(f, n: int) -> np.ndarray:
+    """F[m] = sum of f(p) over positions p < m, m = 0..n: a sum over positions lo..hi-1 is F[hi] - F[lo]."""
+    return np.concatenate([[0.0], np.cumsum(f(np.arange(n, dtype=np.float64)))])
 
-    `exclude`: per-row item indices removed from the ranking (the user's history); the target
-    itself is never removed. Ties are broken by item index (as a stable sort would), so a model
-    that scores everything equal does not get a free hit.
+
+def _discount(p):  # DCG discount of 0-based position p
+    return 1.0 / np.log2(p + 2.0)
+
+
+def _reciprocal(p):
+    return 1.0 / (p + 1.0)
+
+
+def tie_counts(scores: torch.Tensor | np.ndarray, targets, exclude: list[list[int]] | None = None) -> np.ndarray:
+    """(higher, tied) of each row's target. (B, N) scores, (B,) target columns → (B, 2) int64.
+
+    Full ranking: N = every item index, `targets` the item indices. Sampled protocol: a
+    (B, 1 + S) matrix of [target, S negatives] with targets all 0. `exclude`: per-row columns left
+    out of the competition (the user's history); the target itself is never excluded, even when
+    it is in the history (a re-purchase is still a hit).
     """
-    rows = torch.arange(len(targets))
-    target_scores = scores[rows, targets].clone()
-    scores = scores.clone()
+    scores = torch.as_tensor(scores)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    targets = torch.as_tensor(targets, dtype=torch.long, device=scores.device)
+    competing = torch.ones_like(scores, dtype=torch.bool)  # (B, N): which columns compete with the target
     if exclude is not None:
-        for row, items in enumerate(exclude):
-            if len(items):
-                scores[row, torch.as_tensor(list(items), dtype=torch.long)] = float("-inf")
-    scores[rows, targets] = target_scores  # restore the target if it was in the history
-    higher = (scores > target_scores[:, None]).sum(1)
-    index = torch.arange(scores.shape[1])[None]
-    tied_before = ((scores == target_scores[:, None]) & (index < targets[:, None])).sum(1)
-    return higher + tied_before
+        lengths = [len(items) for items in exclude]
+        if sum(lengths):
+            r = np.repeat(np.arange(len(exclude)), lengths)
+            c = np.concatenate([np.asarray(list(items), dtype=np.int64) for items in exclude if len(items)])
+            competing[torch.as_tensor(r, device=scores.device), torch.as_tensor(c, device=scores.device)] = False
+    competing[rows, targets] = False  # never excluded; and not its own competitor, so `tied` counts others
+    mine = scores[rows, targets][:, None]  # (B, 1)
+    higher = ((scores > mine) & competing).sum(1)
+    tied = ((scores == mine) & competing).sum(1)
+    return torch.stack([higher, tied], 1).cpu().numpy().astype(np.int64)
 
 
-def hit_and_ndcg(ranks: np.ndarray, ks: list[int]) -> dict[str, float]:
-    """HR@K = share of targets ranked in the top K; NDCG@K with one relevant item = 1/log2(rank+2);
-    MRR@K = mean 1/(rank+1) over targets in the top K (0 outside); MRR over the whole ranking."""
-    ranks = np.asarray(ranks)
+def ranking_metrics(counts: np.ndarray, ks: Iterable[int]) -> dict[str, float]:
+    """Mean over rows of the expected HR@k, NDCG@k, MRR@k (each k) and MRR. (B, 2) counts → dict.
+
+    With the position p uniform on lo = higher .. hi - 1 = higher + tied:
+    HR@k = P(p < k), NDCG@k = E[1/log2(p + 2); p < k] (one relevant item, so IDCG = 1),
+    MRR@k = E[1/(p + 1); p < k], MRR = E[1/(p + 1)].
+    """
+    counts, ks = np.asarray(counts, dtype=np.int64).reshape(-1, 2), sorted(ks)
+    lo = counts[:, 0]
+    n = counts[:, 1] + 1  # positions the target may take
+    hi = lo + n
     out: dict[str, float] = {}
-    for k in sorted(ks):
-        hit = ranks < k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float((hit / np.log2(ranks + 2.0)).mean())
-        out[f"mrr@{k}"] = float((hit / (ranks + 1.0)).mean())
-    out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
+    mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
+    top = int(hi.max()) if len(hi) else 0
+    disc, recip = _prefix(_discount, max(top, *ks)), _prefix(_reciprocal, max(top, *ks))  # (max + 1,)
+    for k in ks:
+        a, b = np.minimum(lo, k), np.minimum(hi, k)  # the part of lo..hi-1 inside the top k
+        out[f"hr@{k}"] = mean((b - a) / n)
+        out[f"ndcg@{k}"] = mean((disc[b] - disc[a]) / n)
+        out[f"mrr@{k}"] = mean((recip[b] - recip[a]) / n)
+    out["mrr"] = mean((recip[hi] - recip[lo]) / n)
     return out
 
 
+def graded_metrics(scores: np.ndarray, relevance: Mapping[int, float], ks: Iterable[int]) -> dict[str, float]:
+    """Expected nDCG@k, Recall@k (each k) and MRR of one query. (N,) scores; `relevance`:
+    {column of `scores`: grade}, grade > 0 relevant (absent or 0: not).
+
+    nDCG@k: gain = grade, DCG = sum of gain × discount, IDCG@k from the gains sorted best first.
+    An item whose tie group spans positions s .. e-1 gets the mean discount of those positions
+    (the expectation is linear, so E[DCG] sums these). Recall@k = E[relevant items in the top k] /
+    relevant items. MRR = E[1 / (position of the first relevant item + 1)].
+    """
+    scores = np.asarray(scores)
+    rel = {int(i): float(g) for i, g in relevance.items() if g > 0}
+    if not rel:
+        raise ValueError("the query has no relevant item (every grade is 0); leave it out of the evaluation")
+    items = np.fromiter(rel, dtype=np.int64)
+    gains = np.fromiter(rel.values(), dtype=np.float64)
+    mine = scores[items][:, None]  # (R, 1)
+    s = (scores[None] > mine).sum(1)  # (R,) each relevant item's tie group spans s .. e-1
+    e = s + (scores[None] == mine).sum(1)
+    ks = sorted(ks)
+    disc = _prefix(_discount, max(int(e.max()), *ks))
+    ideal = np.sort(gains)[::-1] * _discount(np.arange(len(gains)))  # (R,) the ideal DCG's terms
+    out: dict[str, float] = {}
+    for k in ks:
+        a, b = np.minimum(s, k), np.minimum(e, k)
+        out[f"ndcg@{k}"] = float((gains * (disc[b] - disc[a]) / (e - s)).sum() / ideal[:k].sum())
+        out[f"recall@{k}"] = float(((b - a) / (e - s)).mean())
+    # The first relevant item is in the best tie group holding one, of size n, holding r relevant
+    # items: its offset j in the group is the least of r distinct uniform positions among n,
+    # P(j) = C(n-1-j, r-1) / C(n, r), P(0) = r/n, P(j+1)/P(j) = (n-r-j)/(n-1-j).
+    best = s == s.min()
+    start, n, r = int(s.min()), int(e[best][0] - s.min()), int(best.sum())
+    j = np.arange(n - r + 1, dtype=np.float64)
+    p = r / n * np.cumprod(np.r_[1.0, (n - r - j[:-1]) / (n - 1 - j[:-1])])
+    out["mrr"] = float((p / (start + j + 1)).sum())
+    return out
+
+
+def mean_graded_metrics(queries: Iterable[tuple[np.ndarray, Mapping[int, float]]], ks: Iterable[int]) -> dict[str, float]:
+    """Means of `graded_metrics` over (scores, relevance) queries, plus their number ("queries")."""
+    ks = sorted(ks)
+    rows = [graded_metrics(scores, relevance, ks) for scores, relevance in queries]
+    keys = [f"{m}@{k}" for k in ks for m in ("ndcg", "recall")] + ["mrr"]
+    out = {key: float(np.mean([row[key] for row in rows])) if rows else float("nan") for key in keys}
+    return {**out, "queries": len(rows)}
+
+
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC = P(score of a random positive > score of a random negative), ties counting one half.
+    """ROC AUC = P(score of a random positive > score of a random negative), ties counting one half
+    (the module's tie rule: a random order puts the positive first half the time).
 
     Computed from average ranks (Mann-Whitney U), so it is exact with ties. NaN when one class is absent.
     """

@@ -1,14 +1,10 @@
-"""`recsys eval report`: evaluate the latest (or a given) model and write report.json, a metrics
-table beside the published anchors (table.md) and learning curves (curves.png)."""
+"""An evaluation report, written out: the metrics table beside the published anchors (table.md) and
+the learning curves (curves.png), next to the report.json the evaluation wrote. `recsys eval report`
+(recsys/cli.py) evaluates and calls write_report."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
-
-from recsys.config import ConfigError, load_config
 
 KS = (5, 10, 20)
 
@@ -18,6 +14,8 @@ def metrics_table(report: dict) -> str:
     ks = [k for k in KS if f"hr@{k}" in report["metrics"]["model"]]
     cols = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks] + [f"mrr@{k}" for k in ks]
     rows = [("ours", report["metrics"]["model"]), ("popularity (same harness)", report["metrics"]["popularity"])]
+    if "served" in report["metrics"]:  # the same model through the served engine (ANN + ranker), top-k answers
+        rows.insert(1, ("ours, as served", report["metrics"]["served"]))
     rows += [(f"{name} (published)", vals) for name, vals in report.get("published_anchors", {}).items()]
     lines = [
         f"Dataset {report['dataset']}, {report['users']} users, {report['num_items']} items; "
@@ -86,26 +84,3 @@ def write_report(report: dict) -> dict[str, Path]:
     plot_curves(report, paths["curves"])
     return paths
 
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="recsys eval report", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/beauty.yaml")
-    parser.add_argument("--model", help="a fine-tuned model folder (default: the latest of the config's run)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from recsys import stages
-
-    try:
-        report = stages.evaluate(cfg, Path(args.model) if args.model else None)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    paths = write_report(report)
-    print(paths["table"].read_text())
-    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
-    return 0

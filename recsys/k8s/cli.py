@@ -6,19 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from recsys.k8s.runner import STAGES, JobState, RayJobRunner, RunnerError
+from recsys.entrypoints import PIPELINE_STAGES
+from recsys.k8s.runner import JobState, RayJobRunner, RunnerError
 
 REPO_MANIFESTS = Path(__file__).resolve().parents[2] / "k8s"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys k8s", description="Run pipeline stages as KubeRay RayJobs.")
+def register(commands) -> argparse.ArgumentParser:
+    """Add `k8s` and its subcommands to the `recsys` subparsers `commands`; it runs `run`."""
+    text = "Run pipeline stages as KubeRay RayJobs."
+    parser = commands.add_parser("k8s", help="run pipeline stages as KubeRay RayJobs", description=text)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The cluster options and the submit|status|wait|logs subcommands (parsed: `args.k8s_command`)."""
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument("-n", "--namespace", default="recsys")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="k8s_command", metavar="COMMAND", title="commands", required=True)
     submit = sub.add_parser("submit", help="create the RayJob of a stage")
-    submit.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
+    submit.add_argument("stage", help=f"one of: {', '.join(PIPELINE_STAGES)}")
     submit.add_argument("--manifests", default=str(REPO_MANIFESTS), help="folder with rendered rayjob-*-<stage>.yaml")
     submit.add_argument("--wait", action="store_true", help="follow it to a terminal state")
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait (with --wait)")
@@ -28,7 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     wait = sub.add_parser("wait", help="follow a RayJob until it finishes")
     wait.add_argument("name")
     wait.add_argument("--timeout", type=float, default=3600.0)
-    return parser
 
 
 def _api(kubeconfig: str | None, context: str | None):
@@ -52,21 +61,21 @@ def _show(state: JobState) -> None:
           + (f" ({state.message})" if state.message else ""), flush=True)
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`recsys k8s ...`: 0 when the job (or the query) succeeded, 1 otherwise (the message says why)."""
     try:
         runner = RayJobRunner(_api(args.kubeconfig, args.context), args.namespace)
-        if args.command == "submit":
+        if args.k8s_command == "submit":
             name = runner.submit(args.stage, Path(args.manifests))
             print(f"created RayJob {name} in namespace {args.namespace}")
             if not args.wait:
                 return 0
             state = runner.wait(name, args.timeout, _show)
-        elif args.command == "status":
+        elif args.k8s_command == "status":
             state = runner.status(args.name)
             _show(state)
             return 0
-        elif args.command == "logs":
+        elif args.k8s_command == "logs":
             print(runner.logs(args.name), end="")
             return 0
         else:

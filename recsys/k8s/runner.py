@@ -16,8 +16,8 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from recsys.entrypoints import PIPELINE_STAGES as STAGES
 from recsys.k8s.crd_validation import CRDNotFoundError, validate_ray_object
-from recsys.stages import PIPELINE_STAGES as STAGES
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 TERMINAL_JOB_STATUS = {"SUCCEEDED", "FAILED", "STOPPED"}

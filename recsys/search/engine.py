@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recsys.eval.metrics import mean_graded_metrics
 from recsys.index.ann import ItemIndex
 from recsys.search.encoder import TextEncoder, row_text
 from recsys.search.lexical import BM25Index, tokenize
@@ -232,28 +233,11 @@ class SearchIndex:
         return out
 
 
-def rank_of(scores: np.ndarray, target: int) -> int:
-    """0-based rank of item index `target`; a tie with m other items costs m/2 places (the expected
-    rank under a random tie-break), so a scorer that gives many items the same score — BM25 on
-    shared words — is not credited with first place."""
-    mine = scores[target - 1]
-    return int((scores > mine).sum() + ((scores == mine).sum() - 1) // 2)
-
-
-def search_metrics(ranks: list[int]) -> dict:
-    r = np.asarray(ranks)
-    return {
-        "ndcg@10": float(np.where(r < 10, 1 / np.log2(r + 2), 0).mean()),
-        "recall@10": float((r < 10).mean()),
-        "recall@100": float((r < 100).mean()),
-        "mrr": float((1 / (r + 1)).mean()),
-        "queries": len(r),
-    }
-
-
-def evaluate_search(index: SearchIndex, examples: list[dict], recommender=None) -> dict:
-    """Quality of every variant on held-out (query, clicked item, user history) examples.
-    `recommender`: a SeqRecModel for the personal score (skipped when None)."""
+def evaluate_search(index: SearchIndex, examples: list[dict], recommender=None, variants=VARIANTS) -> dict:
+    """nDCG@10, Recall@10/@100 and MRR (recsys/eval/metrics.py: graded relevance, ties broken at
+    random in expectation, so BM25's many equal scores earn no first place) of each variant on
+    held-out (query, clicked item, user history) examples; the clicked item has grade 1.
+    `recommender`: a SeqRecModel for the personal score (hybrid_personal skipped when None)."""
     queries = index.encode_queries([e["query"] for e in examples])
     personal = None
     if recommender is not None:
@@ -261,12 +245,13 @@ def evaluate_search(index: SearchIndex, examples: list[dict], recommender=None) 
         users = torch.cat([recommender.user_vectors(histories[i : i + 256]) for i in range(0, len(histories), 256)])
         personal = (users @ recommender.item_vectors().T).numpy()
     out = {}
-    for variant in VARIANTS:
+    for variant in variants:
         if variant == "hybrid_personal" and personal is None:
             continue
-        ranks = [
-            rank_of(index.score(e["query"], variant, None if personal is None else personal[i], queries[i]), e["item"])
+        runs = (  # (N,) scores, column i = item index i + 1
+            (index.score(e["query"], variant, None if personal is None else personal[i], queries[i]), {e["item"] - 1: 1.0})
             for i, e in enumerate(examples)
-        ]
-        out[variant] = search_metrics(ranks)
+        )
+        m = mean_graded_metrics(runs, (10, 100))
+        out[variant] = {key: m[key] for key in ("ndcg@10", "recall@10", "recall@100", "mrr", "queries")}
     return out

@@ -1,5 +1,6 @@
 """Contrastive fine-tuning of the search encoder on (query, clicked or purchased item) pairs from
-the logs, on Ray Train with the same DeepSpeed ZeRO path as the recommender (`build_engine`).
+the logs, a task of the recommender's own training loop (recsys.train.loop: Ray Train + DeepSpeed
+ZeRO 0–3, resume, gathered ZeRO-3 export, metrics over every rank).
 
 Loss: symmetric InfoNCE with in-batch negatives (query→item and item→query), at
 `search.temperature`; another pair in the batch with the same item is not a negative (masked).
@@ -10,9 +11,6 @@ search), so they travel in the loop config rather than as a Ray Dataset.
 
 from __future__ import annotations
 
-import json
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,11 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from recsys.artifacts import ArtifactStore
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.search.encoder import row_text
+from recsys.train.task import TrainTask
 
 STAGE = "search"
 
@@ -53,72 +53,72 @@ def contrastive_loss(q: torch.Tensor, d: torch.Tensor, items: torch.Tensor, temp
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def search_loop_per_worker(loop_config: dict) -> None:
-    import ray.train
+class SearchEncoderTask(TrainTask):
+    """The search encoder as a task of the one training loop (recsys.train.loop)."""
 
-    from recsys.search.encoder import TextEncoder
-    from recsys.train.loop import build_engine
+    stage = STAGE
 
-    torch.set_num_threads(1)
-    cfg = RecsysConfig.model_validate(loop_config["recsys"])
-    stage_cfg = cfg.search.train
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(stage_cfg.seed)
-    pairs = loop_config["pairs"]
-    per_step = world * stage_cfg.batch_size
-    steps = len(pairs) // per_step
-    encoder = TextEncoder(loop_config["init_from"])
-    engine = build_engine(encoder, stage_cfg, cfg.cluster.use_gpu, steps * stage_cfg.epochs)
-    rng = np.random.default_rng(stage_cfg.seed)  # shared: every rank draws the same order
-    for epoch in range(stage_cfg.epochs):
-        started, total = time.perf_counter(), 0.0
-        order = rng.permutation(len(pairs))[: steps * per_step].reshape(steps, world, stage_cfg.batch_size)
-        engine.train()
+    def __init__(self, cfg: RecsysConfig, dataset: PreparedDataset, pairs: list[dict], init_from: Path):
+        self.stage_cfg = cfg.search.train
+        self.pairs = pairs
+        self.init_from = str(init_from)
+        self.max_tokens, self.temperature = cfg.search.max_tokens, cfg.search.temperature
+        self.batch_size, self.world = self.stage_cfg.batch_size, cfg.cluster.train_workers
+        micro = len(pairs) // (self.world * self.batch_size)
+        self.steps_per_epoch = max(1, micro // self.stage_cfg.gradient_accumulation_steps)
+        self._key = {"dataset": str(dataset.path), "search": cfg.search.model_dump(mode="json", exclude={"train"}),
+                     "workers": self.world, "init_from": self.init_from, "pairs": len(pairs)}
+
+    def run_key(self) -> dict:
+        return {**super().run_key(), **self._key}
+
+    def build_model(self):
+        from recsys.search.encoder import TextEncoder
+
+        return TextEncoder(self.init_from)
+
+    def batches(self, epoch: int, rank: int, world: int):
+        """A shuffle shared by all ranks (seeded by epoch), cut to whole steps of world × batch pairs."""
+        steps = len(self.pairs) // (world * self.batch_size)
+        order = np.random.default_rng([self.stage_cfg.seed, epoch]).permutation(len(self.pairs))
+        order = order[: steps * world * self.batch_size].reshape(steps, world, self.batch_size)
         for step in range(steps):
-            batch = [pairs[i] for i in order[step, rank]]
-            tq = encoder.tokenize([b["query"] for b in batch], cfg.search.max_tokens)
-            td = encoder.tokenize([b["text"] for b in batch], cfg.search.max_tokens)
-            loss = contrastive_loss(engine(**tq), engine(**td), torch.tensor([b["item"] for b in batch]), cfg.search.temperature)
-            engine.backward(loss)
-            engine.step()
-            total += float(loss)
-        metrics = {"epoch": epoch, "loss": total / max(steps, 1), "steps": steps, "epoch_seconds": time.perf_counter() - started}
-        with tempfile.TemporaryDirectory() as folder:
-            if rank == 0:
-                engine.module.save(Path(folder) / "encoder")
-                Path(folder, "train_state.json").write_text(json.dumps(metrics))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
+            yield [self.pairs[i] for i in order[step, rank]]
+
+    def loss(self, engine, batch, rng):
+        encoder, device = engine.module, engine.device
+        tq = {k: v.to(device) for k, v in encoder.tokenize([b["query"] for b in batch], self.max_tokens).items()}
+        td = {k: v.to(device) for k, v in encoder.tokenize([b["text"] for b in batch], self.max_tokens).items()}
+        items = torch.tensor([b["item"] for b in batch], device=device)
+        return contrastive_loss(engine(**tq), engine(**td), items, self.temperature), {}, len(batch)
+
+    def export(self, module, folder: Path) -> None:
+        module.save(folder)
 
 
 def encoder_for(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[Path, str]:
     """(encoder folder, "fine-tuned" | "pretrained") for a catalog: the latest search-stage export
     trained on this dataset; the bundled MiniLM when the logs hold no searches to fine-tune on."""
-    from recsys.artifacts import model_dir
     from recsys.search.encoder import pretrained_path
 
-    parent = model_dir(cfg.artifacts_root, cfg.run_name, STAGE)
-    pointer = parent / "LATEST"
-    if pointer.is_file():
-        path = parent / pointer.read_text().strip()
-        if Path(json.loads((path / "recsys.json").read_text())["dataset_path"]) == dataset.path:
-            return path, "fine-tuned"
+    store = ArtifactStore.of(cfg)
+    found = store.latest(STAGE, trained_on=dataset, required=False)
+    if found is not None:
+        return found.path, "fine-tuned"
     if search_examples(dataset, ("train",), ["item"])["item"]:
         raise FileNotFoundError(
-            f"{dataset.path} has search logs but no search encoder was fine-tuned on it under {parent}; "
+            f"{dataset.path} has search logs but no search encoder was fine-tuned on it under {store.folder(STAGE)}; "
             "run the search stage first (recsys search --config <file>), or set search.enabled: false"
         )
     return pretrained_path(), "pretrained"
 
 
-def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset) -> Path | None:
-    """Fine-tune from the bundled MiniLM, publish the encoder under models/<run>/search/<version>.
-    None when the logs hold no searches (the index then embeds with the pretrained encoder)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from recsys.artifacts import model_dir, publish_folder
+def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset, fault: dict | None = None):
+    """Fine-tune from the bundled MiniLM with the one training loop; publish the encoder under
+    models/<run>/search/<version> (a StageResult). None when the logs hold no searches (the index
+    then embeds with the pretrained encoder)."""
     from recsys.search.encoder import pretrained_path
+    from recsys.train.trainer import fit_and_publish
 
     pairs = search_pairs(dataset, "train")
     if not pairs:
@@ -129,17 +129,5 @@ def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset) -> Path | 
             f"{dataset.path} has {len(pairs)} training search pairs (examples/search), fewer than one step needs "
             f"({cfg.cluster.train_workers} workers × search.train.batch_size {cfg.search.train.batch_size}); lower the batch size"
         )
-    run = f"{cfg.run_name}-{STAGE}-{cfg.section_hash('search')}-{dataset.path.name}"
-    trainer = TorchTrainer(
-        search_loop_per_worker,
-        train_loop_config={"recsys": cfg.model_dump(mode="json"), "pairs": pairs, "init_from": str(pretrained_path())},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.cluster.train_workers, use_gpu=cfg.cluster.use_gpu, resources_per_worker={"CPU": cfg.cluster.cpus_per_worker}
-        ),
-        run_config=ray.train.RunConfig(name=run, storage_path=str(cfg.artifacts_root / "runs")),
-    )
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as folder:
-        meta = {"stage": STAGE, "run": run, "dataset_path": str(dataset.path), "pairs": len(pairs),
-                "metrics": json.loads(Path(folder, "train_state.json").read_text()), "config": cfg.search.model_dump(mode="json")}
-        return publish_folder(Path(folder) / "encoder", model_dir(cfg.artifacts_root, cfg.run_name, STAGE), run.rsplit("-", 1)[0] + "-" + dataset.path.name[-8:], meta)
+    task = SearchEncoderTask(cfg, dataset, pairs, pretrained_path())
+    return fit_and_publish(cfg, task, dataset, fault=fault, extra={"pairs": len(pairs)})

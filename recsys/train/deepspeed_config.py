@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from recsys.config import StageConfig
+from recsys.config import TrainStageConfig
 
 
-def deepspeed_config(stage: StageConfig, use_gpu: bool) -> dict:
+def deepspeed_config(stage: TrainStageConfig, use_gpu: bool) -> dict:
     config = {
         "train_micro_batch_size_per_gpu": stage.batch_size,
         "gradient_accumulation_steps": stage.gradient_accumulation_steps,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from recsys.config import StageConfig
+from recsys.config import TrainStageConfig
 
 
-def lr_factor(step: int, total_steps: int, stage: StageConfig) -> float:
+def lr_factor(step: int, total_steps: int, stage: TrainStageConfig) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based) of `total_steps`."""
     warmup = int(stage.warmup_ratio * total_steps)
     if step < warmup:
@@ -18,7 +18,7 @@ def lr_factor(step: int, total_steps: int, stage: StageConfig) -> float:
     return stage.min_lr_ratio + (1.0 - stage.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def optimizer_steps(rows: int, workers: int, stage: StageConfig, window_batches: int) -> int:
+def optimizer_steps(rows: int, workers: int, stage: TrainStageConfig, window_batches: int) -> int:
     """Optimizer steps in one epoch: each worker gets rows / workers sequences in windows of
     `window_batches` micro-batches (a partial window still yields whole batches)."""
     per_worker = math.ceil(rows / workers)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from recsys.config import EvalConfig
 
@@ -34,19 +33,19 @@ def _gather(values: np.ndarray) -> np.ndarray:
 
 
 def next_item_validation(model, valid: dict, eval_cfg: EvalConfig, rank: int, world: int) -> dict[str, float]:
-    """Full-ranking HR/NDCG/MRR of the valid targets (same protocol as the final evaluation)."""
-    from recsys.eval.evaluate import rank_rows
-    from recsys.eval.metrics import hit_and_ndcg
+    """Full-ranking HR/NDCG/MRR of the valid targets (same protocol and tie rule as the final evaluation)."""
+    from recsys.eval.evaluate import count_rows
+    from recsys.eval.metrics import ranking_metrics
 
     histories, targets = valid["history"], np.asarray(valid["target"], dtype=np.int64)
-    ranks = []
+    counts = []  # (rows, 2) (higher, tied) per valid target: all the metrics need
     for rows in rank_batches(len(targets), rank, world, eval_cfg.batch_size):
         if len(rows) == 0:
             model.score_histories([[1]])  # keep this rank in step with the others' forwards
             continue
-        ranks.append(rank_rows(model.score_histories, [histories[i] for i in rows], targets[rows], eval_cfg))
-    all_ranks = _gather(np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64))
-    return hit_and_ndcg(all_ranks, sorted(set(eval_cfg.ks) | {10}))  # ndcg@10 selects the best epoch
+        counts.append(count_rows(model.score_histories, [histories[i] for i in rows], targets[rows], eval_cfg))
+    all_counts = _gather(np.concatenate(counts) if counts else np.zeros((0, 2), dtype=np.int64))
+    return ranking_metrics(all_counts, sorted(set(eval_cfg.ks) | {10}))  # ndcg@10 selects the best epoch
 
 
 def ctr_validation(model, valid: dict, eval_cfg: EvalConfig, rank: int, world: int) -> dict[str, float]:
@@ -65,13 +64,3 @@ def ctr_validation(model, valid: dict, eval_cfg: EvalConfig, rank: int, world: i
     cat = lambda xs, dtype: _gather(np.concatenate(xs) if xs else np.zeros(0, dtype))  # noqa: E731
     y, g, p = cat(labels, np.int8), cat(users, np.int64), cat(probs, np.float32)
     return {"auc": auc(y, p), "gauc": gauc(y, p, g), "log_loss": log_loss(y, p), "impressions": int(len(y))}
-
-
-@torch.no_grad()
-def validate(stage: str, model, valid: dict, eval_cfg: EvalConfig, rank: int, world: int) -> dict[str, float]:
-    fn = ctr_validation if stage == "ctr" else next_item_validation
-    return fn(model, valid, eval_cfg, rank, world)
-
-
-# The score each stage selects its best epoch by (higher is better).
-SELECT_METRIC = {"finetune": "ndcg@10", "ctr": "auc"}

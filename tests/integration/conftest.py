@@ -110,20 +110,18 @@ def publish_untrained_ctr(cfg, finetuned: Path) -> Path:
     """A CTR ranker initialised from the fine-tuned model, published like the ctr stage does.
     Its head is untrained: serving tests check the mechanics (parity, explanations, swap); the
     ctr stage's learning is test_training's business."""
-    import json
-
-    from recsys.artifacts import model_dir, publish_folder
+    from recsys.artifacts import ArtifactStore, ModelExport
     from recsys.models import SeqRecForCTR
 
     scratch = Path(cfg.artifacts_root) / "scratch-ctr"
     SeqRecForCTR.from_retrieval_model(finetuned).save_pretrained(scratch)
-    meta = json.loads((finetuned / "recsys.json").read_text()) | {"stage": "ctr", "init_from": str(finetuned)}
-    return publish_folder(scratch, model_dir(cfg.artifacts_root, cfg.run_name, "ctr"), "untrained-head", meta)
+    meta = ModelExport.load(finetuned).meta.model_copy(update={"stage": "ctr", "init_from": str(finetuned)})
+    return ArtifactStore.of(cfg).publish_model("ctr", scratch, "untrained-head", meta).path
 
 
 @pytest.fixture(scope="session")
-def search_encoder(tiny_run) -> Path:
-    """The search stage on the tiny shop (the index stage needs its encoder)."""
+def search_encoder(tiny_run):
+    """The search stage on the tiny shop (the index stage needs its encoder): a StageResult."""
     from recsys import stages
 
     return stages.search(tiny_run.cfg, tiny_run.dataset)

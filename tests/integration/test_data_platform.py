@@ -162,7 +162,7 @@ def test_training_shards_are_disjoint_and_cover_the_split(ray_session, tiny_run,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from recsys.train.trainer import training_dataset
+    from recsys.train.seqrec_tasks import training_dataset
 
     def probe(config):
         shard = ray.train.get_dataset_shard("train")

@@ -9,7 +9,7 @@ def test_fine_tuning_improves_validation_retrieval(tiny_run, search_encoder, mon
     import torch
 
     from recsys.search.encoder import TextEncoder
-    from recsys.search.engine import SearchIndex, SearchWeights, rank_of, search_metrics
+    from recsys.search.engine import SearchIndex, SearchWeights, evaluate_search
     from recsys.search.train import search_pairs
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from a hub
@@ -20,11 +20,10 @@ def test_fine_tuning_improves_validation_retrieval(tiny_run, search_encoder, mon
 
     def quality(encoder) -> dict:
         index = SearchIndex.from_items(items, encoder, SearchWeights())
-        q = index.encode_queries([p["query"] for p in valid])
-        return search_metrics([rank_of(index.score(p["query"], "dense", None, q[i]), p["item"]) for i, p in enumerate(valid)])
+        return evaluate_search(index, valid, variants=("dense",))["dense"]
 
     before = quality(TextEncoder())
-    exported = search_encoder
+    exported = search_encoder.model_path
     after = quality(TextEncoder(exported))
     print(f"search fine-tuning on {len(valid)} held-out searches: before {before} after {after}")
     assert (exported / "model.safetensors").is_file() and (exported / "tokenizer.json").is_file()

@@ -17,7 +17,7 @@ T0 = 1_700_000_000_000  # a fixed request time: hour and weekday of the ranking 
 def offline(served, tiny_run):
     """The models and catalog as evaluation loads them (not through serving code)."""
     from recsys.models import SeqRecForCTR, SeqRecModel
-    from serving.engine import context_of
+    from recsys.online.engine import context_of
 
     items = tiny_run.dataset.items()
     return {
@@ -108,6 +108,19 @@ def test_filters_apply_before_ranking(served, tiny_run, offline):
     assert len(body["items"]) == 8 and all(lo <= i["price"] <= hi for i in body["items"])
     cold = post(served, "/recommend", {"user_id": "never-seen", "k": 4, "filters": {"categories": [category]}}).json()
     assert cold["cold_start"] and {cats[i["item_id"]] for i in cold["items"]} == {category}
+
+
+def test_brands_filter_applies_to_recommend(served, tiny_run, offline):
+    """The brands filter reached /search but was dropped by /recommend (Filters built by position)."""
+    items = offline["items"]
+    brands = dict(zip(items["item_id"], items["brand"], strict=True))
+    top = items["brand"].value_counts().index[:2].tolist()
+    user = str(tiny_run.dataset.read_split("test")["user_id"].iloc[1])
+    unfiltered = post(served, "/recommend", {"user_id": user, "k": 20}).json()
+    assert {brands[i["item_id"]] for i in unfiltered["items"]} - set(top), "the test needs other brands in the unfiltered answer"
+    for body in ({"user_id": user, "k": 5, "filters": {"brands": top}}, {"user_id": "never-seen", "k": 5, "filters": {"brands": top}}):
+        answer = post(served, "/recommend", body).json()
+        assert answer["items"] and {brands[i["item_id"]] for i in answer["items"]} <= set(top), answer
 
 
 def test_exclude_purchased_removes_logged_and_live_purchases(served, tiny_run, offline):

@@ -24,8 +24,8 @@ def test_crashed_run_resumes_at_next_epoch_and_loss_goes_down(tiny_run):
 def test_pretrain_then_finetune_exports_load_with_from_pretrained(tiny_run):
     from recsys.models import SeqRecModel
 
-    meta = json.loads((tiny_run.finetuned.model_path / "recsys.json").read_text())
-    assert meta["init_from"] == str(tiny_run.pretrained.model_path)
+    meta = tiny_run.finetuned.export.meta  # the typed recsys.json
+    assert meta.init_from == str(tiny_run.pretrained.model_path)
     assert (tiny_run.finetuned.model_path / "model.safetensors").is_file()
     model = SeqRecModel.from_pretrained(tiny_run.finetuned.model_path)
     pre = SeqRecModel.from_pretrained(tiny_run.pretrained.model_path)
@@ -81,11 +81,11 @@ def test_pretraining_reports_item_and_attribute_losses(tiny_run):
 
 
 def test_finetune_exports_the_best_valid_epoch_and_follows_the_schedule(tiny_run):
-    meta = json.loads((tiny_run.finetuned.model_path / "recsys.json").read_text())
-    history = meta["history"]
+    meta = tiny_run.finetuned.export.meta
+    history = meta.history
     scores = [h["valid_ndcg@10"] for h in history]
-    assert meta["selected_by"] == "valid_ndcg@10"
-    assert meta["exported_epoch"] == int(np.argmax(scores)), scores
+    assert meta.selected_by == "valid_ndcg@10"
+    assert meta.exported_epoch == int(np.argmax(scores)), scores
     lrs = [h["lr"] for h in history]
     cfg = tiny_run.cfg.finetune
     assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-3)  # cosine reached its floor

@@ -32,7 +32,7 @@ def _parity_worker(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from recsys.config import StageConfig
+    from recsys.config import TrainStageConfig
     from recsys.models import SeqRecConfig, SeqRecModel
     from recsys.train.loop import build_engine
 
@@ -40,7 +40,7 @@ def _parity_worker(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     curves, global_steps = {}, {}
     for zero_stage, accumulation in config["runs"]:
-        stage = StageConfig(zero_stage=zero_stage, batch_size=16, lr=2e-2, gradient_accumulation_steps=accumulation)
+        stage = TrainStageConfig(zero_stage=zero_stage, batch_size=16, lr=2e-2, gradient_accumulation_steps=accumulation)
         torch.manual_seed(0)
         model = SeqRecModel(SeqRecConfig(num_items=60, num_attributes=0, hidden_size=32, num_layers=2, num_heads=2,
                                          max_seq_len=10, dropout=0.0))
@@ -88,24 +88,33 @@ def _large_worker(config: dict) -> None:
     import ray.train
     import torch
 
-    from recsys.config import RecsysConfig
-    from recsys.train.loop import NegativeSampler, _step_loss, build_engine, build_model
+    from recsys.train.loop import build_engine
 
     torch.set_num_threads(1)
-    cfg = RecsysConfig.model_validate(config["recsys"])
-    model = build_model({"stage": "finetune", "model_config": config["model_config"],
-                         "item_attributes": config["item_attributes"]})
+    task = config["task"]  # the finetune stage's own task, as the one loop runs it
+    model = task.build_model()
     total = sum(p.numel() for p in model.parameters())
-    engine = build_engine(model, cfg.finetune, use_gpu=False, total_steps=10)
+    engine = build_engine(model, task.stage_cfg, use_gpu=False, total_steps=10)
     local = sum(p.ds_tensor.numel() for p in engine.module.parameters())  # this rank's ZeRO-3 partition
-    sampler = NegativeSampler(config["item_counts"], cfg.finetune.num_negatives, cfg.finetune.negative_sampling_power)
     rng = np.random.default_rng(0)
-    histories = [list(rng.integers(1, config["model_config"]["num_items"] + 1, size=60)) for _ in range(2)]
-    loss, _, _ = _step_loss(engine, "finetune", histories, cfg.finetune, sampler, rng, engine.device)
+    histories = [list(rng.integers(1, model.config.num_items + 1, size=60)) for _ in range(2)]
+    loss, _, _ = task.loss(engine, histories, rng)
     engine.backward(loss)
     engine.step()
     if ray.train.get_context().get_world_rank() == 0:
         Path(config["out"]).write_text(json.dumps({"loss": float(loss), "params": total, "local_params": local}))
+
+
+class _LargeCatalog:
+    """What a training task reads from a prepared dataset, for a synthetic 20k-item catalog."""
+
+    path = "synthetic-large-catalog"
+
+    def __init__(self, num_items: int, attributes: np.ndarray):
+        self.num_items, self.num_attributes, self._attributes = num_items, 5000, attributes
+
+    def attribute_matrix(self, max_attributes: int) -> np.ndarray:
+        return self._attributes[:, :max_attributes]
 
 
 def test_large_gpu_config_builds_shards_and_steps_on_cpu(ray_session, tmp_path):
@@ -115,19 +124,18 @@ def test_large_gpu_config_builds_shards_and_steps_on_cpu(ray_session, tmp_path):
     from ray.train.torch import TorchTrainer
 
     from recsys.config import load_config
+    from recsys.train.seqrec_tasks import NextItemTask
 
     cfg = load_config(REPO / "configs" / "large-gpu.yaml", ["cluster.use_gpu=false"])
-    num_items, m = 20_000, cfg.model
-    model_config = {"num_items": num_items, "num_attributes": 5000, "max_attributes_per_item": 16,
-                    "hidden_size": m.hidden_size, "num_layers": m.num_layers, "num_heads": m.num_heads,
-                    "dropout": m.dropout, "max_seq_len": cfg.data.max_seq_len}
-    attrs = np.random.default_rng(0).integers(0, 5001, size=(num_items + 2, 16))
+    num_items = 20_000
+    attrs = np.random.default_rng(0).integers(0, 5001, size=(num_items + 2, cfg.data.max_attributes_per_item))
     counts = np.random.default_rng(1).integers(1, 1000, size=num_items + 2).astype(float)
+    assert cfg.finetune.loss == "sampled_softmax"
+    task = NextItemTask(cfg, _LargeCatalog(num_items, attrs), None, train_rows=1000, item_counts=counts.tolist())
     out = tmp_path / "large.json"
     TorchTrainer(
         _large_worker,
-        train_loop_config={"recsys": cfg.model_dump(mode="json"), "model_config": model_config,
-                           "item_attributes": attrs, "item_counts": counts.tolist(), "out": str(out)},
+        train_loop_config={"task": task, "out": str(out)},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
     ).fit()
     metrics = json.loads(out.read_text())

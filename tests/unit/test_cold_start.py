@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import torch
 
-from serving.cold_start import CatalogLog, cold_vector
+from recsys.online.cold_start import CatalogLog, cold_vector
 
 
 def test_log_returns_each_item_once_and_waits_for_a_torn_line(tmp_path):

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from recsys.config import EventStoreConfig
-from serving.events import MemoryEventStore, RedisEventStore
+from recsys.online.events import MemoryEventStore, RedisEventStore
 
 
 def test_memory_store_keeps_recent_events_in_order(tmp_path):

@@ -7,15 +7,14 @@ import pyarrow as pa
 import pytest
 
 from recsys.config import ServeConfig
-from serving.engine import Filters, ServingModel, VersionCheckError, context_of, load_catalog
-from serving.schemas import FiltersBody, RecommendedItem
+from recsys.online.catalog import Catalog, Filters, VersionCheckError
+from recsys.online.engine import context_of
+from serving.schemas import CatalogFilters, FiltersBody, RecommendedItem
 from serving.serve_config import application, deployment_options, serve_config
 
 
-def catalog(items: pa.Table) -> ServingModel:
-    model = ServingModel.__new__(ServingModel)  # the catalog part only
-    load_catalog(model, items)
-    return model
+def catalog(items: pa.Table) -> Catalog:
+    return Catalog(items)
 
 
 ITEMS = pa.table({
@@ -98,6 +97,16 @@ def test_haproxy_ingress_without_the_binary_says_how_to_fix(monkeypatch):
     with pytest.raises(ConfigError, match="apt-get install haproxy"):
         serve_env(ServeConfig(ingress="haproxy"))
     assert serve_env(ServeConfig(ingress="proxy")) == {}
+
+
+def test_request_filters_reach_the_engine_by_name():
+    """Every filter field of the HTTP body arrives in the engine's Filters (brands was once lost)."""
+    body = FiltersBody(categories=["hair"], brands=["zeta"], price_max=30.0, exclude_purchased=True)
+    f = body.to_engine()
+    assert (f.categories, f.brands, f.price_min, f.price_max, f.exclude_purchased) == (["hair"], ["zeta"], None, 30.0, True)
+    assert catalog(ITEMS).allowed(f, set()).tolist() == [False, False, False, True]
+    assert set(FiltersBody.model_fields) == set(Filters.__dataclass_fields__)
+    assert CatalogFilters(brands=["acme"]).to_engine().brands == ["acme"]  # /search's filters
 
 
 def test_allowed_mask_dtype_is_bool():

@@ -2,7 +2,7 @@
 
 Run as its own process so the load does not share an interpreter with the server:
 
-    python -m serving.loadgen --url http://127.0.0.1:8000/recommend --bodies bodies.json \
+    python -m benchmarks.loadgen --url http://127.0.0.1:8000/recommend --bodies bodies.json \
         --concurrency 16 --seconds 10
 
 Prints one JSON object: p50_ms, p99_ms, qps, errors (non-2xx answers or failed connections),
@@ -70,7 +70,7 @@ def load_levels(url: str, bodies_file, seconds: float, levels=(1, 16, 64), cwd=N
     out = {}
     for c in levels:
         done = subprocess.run(
-            [sys.executable, "-m", "serving.loadgen", "--url", url, "--bodies", str(bodies_file), "--concurrency", str(c), "--seconds", str(seconds)],
+            [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--bodies", str(bodies_file), "--concurrency", str(c), "--seconds", str(seconds)],
             cwd=cwd, capture_output=True, text=True, check=True,
         )
         out[f"c{c}"] = json.loads(done.stdout)

@@ -4,7 +4,7 @@ Two backends with one interface:
 - `MemoryEventStore`: a dict in one process, made durable by an append-only log written before
   each event is acknowledged, and compacted into a snapshot every `snapshot_every` events. A
   restart loads the snapshot and replays the log, so no acknowledged event is lost.
-- `RedisEventStore`: one Redis list per user (LPUSH + LTRIM in one transaction); durability is
+- `RedisEventStore`: one Redis list per user (RPUSH + LTRIM in one transaction); durability is
   the Redis server's (AOF/RDB), and every Serve replica reads the same state.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Protocol
@@ -129,7 +128,3 @@ def open_event_store(cfg: EventStoreConfig, default_folder: Path) -> EventStore:
     if cfg.backend == "redis":
         return RedisEventStore(cfg)
     return MemoryEventStore(Path(cfg.path) if cfg.path else default_folder, cfg)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -1,11 +1,16 @@
-"""`make demo`: the whole path on a local Ray, then a live request against Ray Serve.
+"""`recsys demo` (`make demo`): the whole path on a local Ray, then live requests against Ray Serve.
 
 prepare → pretrain → finetune → evaluate → search → index → serve → POST /recommend, /events, /items, /search
 → shutdown.
+
+The command lives here, above both the library and the Serve app: `serving` registers it with the
+`recsys` CLI through the entry-point group `recsys.commands` (pyproject.toml), so `recsys/` never
+imports `serving`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -14,8 +19,7 @@ import time
 
 import requests
 
-from recsys.cli import stage_parser
-from recsys.config import ConfigError, load_config
+from recsys.config import load_config
 
 
 def _banner(text: str) -> None:
@@ -29,14 +33,15 @@ def _epochs(metrics: dict) -> str:
     )
 
 
-def run_demo(argv: list[str]) -> int:
-    args = stage_parser("recsys demo", "demo").parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def register(commands, parent: argparse.ArgumentParser) -> None:
+    """Entry point `recsys.commands:demo`: add `demo` (with --config/--set from the CLI's `parent`)."""
+    text = "the whole path on a local Ray (data → train → evaluate → index), then live HTTP requests against Ray Serve"
+    commands.add_parser("demo", parents=[parent], help=text, description=text).set_defaults(func=run_demo)
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    """`recsys demo`: 0 when every step answered; 1 with a message (RECSYS_DEBUG=1: the traceback)."""
+    cfg = load_config(args.config, args.overrides)  # a ConfigError: the CLI prints `error: ...` and exits 2
     try:
         return _run(cfg, args)
     except Exception as exc:  # the demo's user gets a message; RECSYS_DEBUG=1 shows the traceback
@@ -95,7 +100,7 @@ def _run(cfg, args) -> int:
         t = time.perf_counter()
         _banner("5/7 search: the text encoder fine-tuned on (query, clicked item) pairs, when the logs hold searches")
         encoder = stages.search(cfg, dataset)
-        print(f"encoder: {encoder}" if encoder else "no searches in these logs: the index embeds item texts with the pretrained MiniLM")
+        print(f"encoder: {encoder.model_path}" if encoder else "no searches in these logs: the index embeds item texts with the pretrained MiniLM")
         timings["search"] = time.perf_counter() - t
 
         t = time.perf_counter()
