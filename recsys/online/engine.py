@@ -25,8 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from recsys.artifacts import ArtifactStore, IndexRelease
 from recsys.config import IndexConfig, RecsysConfig, SearchConfig, ServeConfig
-from recsys.index import ItemIndex
-from recsys.index.ann import recall_against_exact
+from recsys.index.ann import ItemIndex, recall_against_exact
 from recsys.models.seqrec.modeling_ctr import CONTEXT_SIZES
 from recsys.online.catalog import Catalog, Filters, VersionCheckError
 from recsys.online.explain import explain

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recsys.index import ItemIndex
+from recsys.index.ann import ItemIndex
 from recsys.online.cold_start import cold_vector
 from recsys.search.engine import fit_mask
 

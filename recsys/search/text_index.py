@@ -21,7 +21,7 @@ from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.index.ann import ItemIndex, choose_kind, recall_against_exact
 from recsys.search.encoder import TextEncoder, row_text
-from recsys.search.train import encoder_for, search_examples
+from recsys.search.examples import encoder_for, search_examples
 
 TEXT_FOLDER = "text"
 VECTORS_FILE = "vectors.npy"
