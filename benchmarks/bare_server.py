@@ -13,25 +13,29 @@ import tempfile
 
 def make_app(config: str, overrides: list[str]):
     import torch
-    from fastapi import FastAPI
+    from fastapi import FastAPI, HTTPException
 
     from recsys.artifacts import ArtifactStore
     from recsys.config import load_config
-    from recsys.online.engine import EngineSpec, OnlineEngine
+    from recsys.online.engine import EngineSpec, InvalidRequest, OnlineEngine
     from recsys.online.events import MemoryEventStore
     from serving.schemas import RecommendRequest, RecommendResponse
 
     torch.set_num_threads(1)
     cfg = load_config(config, overrides)
-    engine = OnlineEngine(ArtifactStore.of(cfg).latest("index"), EngineSpec.of(cfg))
+    spec = EngineSpec.of(cfg)  # /recommend only: no text index to load
+    engine = OnlineEngine(ArtifactStore.of(cfg).latest("index"), spec.model_copy(update={"search": spec.search.model_copy(update={"enabled": False})}))
     events = MemoryEventStore(tempfile.mkdtemp(prefix="bare-events-"), cfg.serve.events)
     app = FastAPI()
 
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
     def recommend(body: RecommendRequest) -> RecommendResponse:
         """The Serve deployment's /recommend through the same engine calls, one request at a time."""
-        state = engine.user_state(body.user_id, body.item_ids, events.recent(body.user_id) if body.user_id else [], body.timestamp)
-        answer = engine.recommend(state, body.k, body.filters.to_engine() if body.filters else None, body.explain)
+        try:
+            state = engine.user_state(body.user_id, body.item_ids, events.recent(body.user_id) if body.user_id else [], body.timestamp)
+            answer = engine.recommend(state, body.k, body.filters.to_engine() if body.filters else None, body.explain)
+        except InvalidRequest as exc:
+            raise HTTPException(exc.status, {"field": exc.field, "message": exc.message}) from None
         return RecommendResponse.of(engine, body.user_id, answer)
 
     return app

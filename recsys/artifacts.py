@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.data.dataset import PreparedDataset as Dataset
 from recsys.entrypoints import script_for
@@ -109,6 +109,17 @@ class ExportMeta(BaseModel):
     history: list[dict[str, Any]] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)  # stage-specific facts (e.g. search pairs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys_are_extra(cls, data: Any) -> Any:
+        """Exports written before this schema (e.g. the search stage's top-level `pairs`) stay readable."""
+        if isinstance(data, dict):
+            unknown = {k: v for k, v in data.items() if k not in cls.model_fields}
+            if unknown:
+                data = {k: v for k, v in data.items() if k in cls.model_fields}
+                data["extra"] = {**unknown, **(data.get("extra") or {})}
+        return data
 
 
 @dataclass(frozen=True)

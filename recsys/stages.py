@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.artifacts import ArtifactStore, Dataset, IndexRelease, ModelExport
+from recsys.artifacts import ArtifactStore, Dataset, IndexRelease
 from recsys.config import RecsysConfig
 from recsys.entrypoints import PIPELINE_STAGES  # noqa: F401 - re-exported: the stages, in order
 
@@ -53,7 +53,8 @@ def ctr(cfg: RecsysConfig, dataset: Dataset | None = None, init_from: Path | Non
 
     if not cfg.ctr.enabled:
         return None
-    start = ModelExport.load(init_from) if init_from else ArtifactStore.of(cfg).latest("finetune")
+    store = ArtifactStore.of(cfg)
+    start = store.load("finetune", init_from) if init_from else store.latest("finetune")
     return run_stage(cfg, "ctr", dataset or start.dataset(), init_from=start.path)
 
 
@@ -74,7 +75,8 @@ def index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelease:
     """The index stage: the fine-tuned model's item vectors → a FAISS index version serving loads."""
     from recsys.index import build_index
 
-    model = ModelExport.load(model_path) if model_path else ArtifactStore.of(cfg).latest("finetune")
+    store = ArtifactStore.of(cfg)
+    model = store.load("finetune", model_path) if model_path else store.latest("finetune")
     return build_index(cfg, model)
 
 
@@ -106,8 +108,9 @@ def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:
     from recsys.eval.evaluate import run_evaluation
 
     store = ArtifactStore.of(cfg)
-    model = ModelExport.load(model_path) if model_path else store.latest("finetune")
-    ranker = store.latest("ctr") if cfg.ctr.enabled else None
+    model = store.load("finetune", model_path) if model_path else store.latest("finetune")
+    # the ranker the index pairs with this model: a CTR export fine-tuned from it
+    ranker = store.latest("ctr", init_from=model.path, required=False) if cfg.ctr.enabled else None
     release = store.latest("index", required=False)  # the served path too, when it serves this model
     if release is not None and release.model_path.resolve() != model.path:
         release = None

@@ -176,10 +176,6 @@ class RecommenderDeployment:
     async def _search(self, jobs: list[tuple]) -> list:
         return self._run_batch(jobs, OnlineEngine.run_search)
 
-    def _response(self, engine: OnlineEngine, user_id, answer: Recommendation) -> RecommendResponse:
-        if answer.cold_start:
-            self.metrics.cold_start.inc()
-        return RecommendResponse.of(engine, user_id, answer)
 
     # ---- endpoints ---------------------------------------------------------------------
     @api.get("/healthz")
@@ -206,9 +202,11 @@ class RecommenderDeployment:
         with engine_errors():
             state = await self._state(engine, body.user_id, body.item_ids, body.timestamp)
             job = engine.prepare_recommend(state, body.k, body.filters.to_engine() if body.filters else None, body.explain)
-        if not isinstance(job, Recommendation):
+        if isinstance(job, Recommendation):
+            self.metrics.cold_start.inc()  # /recommend's cold starts (not /rank's)
+        else:
             job = engine.finish_recommend(await self._score((engine, job)))
-        return self._response(engine, body.user_id, job)
+        return RecommendResponse.of(engine, body.user_id, job)
 
     @api.post("/rank", response_model=RecommendResponse, response_model_exclude_none=True)
     async def rank(self, body: RankRequest) -> RecommendResponse:
@@ -216,7 +214,7 @@ class RecommenderDeployment:
         with engine_errors():
             state = await self._state(engine, body.user_id, body.item_ids, body.timestamp)
             answer = engine.rank(state, body.candidates, body.explain)
-        return self._response(engine, body.user_id, answer)
+        return RecommendResponse.of(engine, body.user_id, answer)
 
     @api.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search(self, body: SearchRequest) -> SearchResponse:

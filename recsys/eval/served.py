@@ -24,7 +24,10 @@ from recsys.online.engine import OnlineEngine, Recommendation, UserState, contex
 def evaluate_engine(engine: OnlineEngine, split, eval_cfg: EvalConfig, batch_size: int = 256) -> dict[str, float]:
     """HR/NDCG/MRR @ each of eval.ks of the engine's answers to the split's rows (a DataFrame with
     `history` and `target` item indices)."""
-    k = max(eval_cfg.ks)
+    ks = [k for k in eval_cfg.ks if k <= engine.spec.serve.max_k]  # the served answer is at most serve.max_k long
+    if not ks:
+        raise ValueError(f"every eval.ks {eval_cfg.ks} is above serve.max_k {engine.spec.serve.max_k}: nothing served to score")
+    k = max(ks)
     histories = [[int(i) for i in h] for h in split["history"]]
     targets = np.asarray(split["target"], dtype=np.int64)
     counts = np.zeros((len(targets), 2), dtype=np.int64)  # (higher, tied) per row, as metrics expects
@@ -38,7 +41,7 @@ def evaluate_engine(engine: OnlineEngine, split, eval_cfg: EvalConfig, batch_siz
         for r, job in zip(rows, jobs, strict=True):
             answer = [s.index for s in job.items] if isinstance(job, Recommendation) else [i for i, _, _ in job.results]
             counts[r, 0] = answer.index(targets[r]) if targets[r] in answer else k  # a miss: beyond every cutoff
-    metrics = ranking_metrics(counts, eval_cfg.ks)
+    metrics = ranking_metrics(counts, ks)
     return {name: value for name, value in metrics.items() if "@" in name}
 
 

