@@ -98,10 +98,12 @@ class DataConfig(_Section):
 
     # auto: Amazon Beauty when `beauty_dir` exists, else the synthetic shop.
     # files: your own logs and catalog at `events_path` / `catalog_path` (local paths or s3://, gs://, ... URIs).
-    source: Literal["auto", "beauty", "movielens", "synthetic", "files"] = "auto"
+    # online_retail: the UCI Online Retail invoice log (a real shop; recsys.data.online_retail).
+    source: Literal["auto", "beauty", "movielens", "online_retail", "synthetic", "files"] = "auto"
     name: str | None = Field(None, description="dataset name under artifacts; defaults to the resolved source")
     beauty_dir: str = "../shared/datasets/amazon-beauty"
     movielens_dir: str = "../shared/datasets/ml-100k"
+    online_retail_dir: str = "../shared/datasets/online-retail"
     events_path: str | None = Field(None, description="events file or folder (source: files)")
     catalog_path: str | None = Field(None, description="catalog file or folder (source: files)")
     format: DataFormat = Field("auto", description="file format of events/catalog; auto: from the file extension")

@@ -36,7 +36,7 @@ from recsys.data.examples import ctr_examples, search_pairs
 from recsys.data.readers import read_catalog, read_raw_events
 from recsys.data.schema import EVENTS_SCHEMA, SCHEMA_VERSION
 from recsys.data.shaping import annotate_user_events, build_sequences, compact_events
-from recsys.data.sources import SourceFiles, dataset_root, materialize_source
+from recsys.data.sources import SourceFiles, dataset_root, materialize_source, source_report
 from recsys.data.splits import leave_one_out, time_cut
 from recsys.data.validation import (
     QUARANTINE_SCHEMA,
@@ -283,6 +283,8 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
             },
             "quarantine": {"path": "quarantine", "reasons": shaped.reasons,
                            "max_fraction": cfg.data.validation.max_quarantine_fraction},
+            # a raw log's own reasons (Online Retail: cancellations, guest checkouts, …), before these events
+            "source_quarantine": source_report(source),
             "vocab": {"num_items": len(shaped.vocab), "num_attributes": attributes.num_rows,
                       "pad_index": 0, "mask_index": len(shaped.vocab) + 1,
                       "source": "catalog" if split_cfg.mode == "leave_one_out" else "train side of the time split"},

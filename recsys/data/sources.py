@@ -10,6 +10,7 @@ dataset version, so a changed input is a new version.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from recsys.artifacts import ArtifactStore, atomic_folder
 from recsys.config import RecsysConfig
 from recsys.data.beauty import beauty_files, read_beauty
 from recsys.data.movielens import movielens_files, read_movielens
+from recsys.data.online_retail import online_retail_files, read_online_retail
 from recsys.data.readers import list_files
 from recsys.data.synthetic import generate_shop
 
@@ -92,6 +94,9 @@ def materialize_source(cfg: RecsysConfig) -> SourceFiles:
     elif kind == "movielens":
         fingerprint = _hash_local(movielens_files(cfg.data.movielens_dir))
         make = lambda: read_movielens(cfg.data.movielens_dir)  # noqa: E731
+    elif kind == "online_retail":
+        fingerprint = _hash_local(online_retail_files(cfg.data.online_retail_dir))
+        make = lambda: read_online_retail(cfg.data.online_retail_dir)  # noqa: E731
     else:
         fingerprint = "gen-" + hashlib.sha256(cfg.data.synthetic.model_dump_json().encode()).hexdigest()[:12]
         make = lambda: generate_shop(cfg.data.synthetic)  # noqa: E731
@@ -99,7 +104,32 @@ def materialize_source(cfg: RecsysConfig) -> SourceFiles:
     dest = cfg.artifacts_root / "sources" / name / fingerprint
     if not dest.exists():
         with atomic_folder(dest) as scratch:
-            events, catalog = make()
+            events, catalog, *lines = make()
             write_events_by_date(events, scratch / "events")
             pq.write_table(catalog, scratch / "catalog.parquet")
+            if lines:  # a raw log: every line with the reason it is (not) an event
+                write_source_report(scratch, lines[0], events.num_rows)
     return SourceFiles(name, kind, str(dest / "events"), str(dest / "catalog.parquet"), fingerprint)
+
+
+SOURCE_REPORT = "source.json"
+
+
+def write_source_report(folder: Path, lines: pa.Table, n_events: int) -> None:
+    """lines.parquet (every raw line, its reason: null for a purchase line) and source.json, whose
+    counts add up: raw lines = purchase lines + the lines of every reason; events = purchase lines
+    − lines merged into an earlier line's event (the same product twice in one basket)."""
+    from recsys.data.online_retail import reason_counts
+
+    pq.write_table(lines, folder / "lines.parquet")
+    counts = reason_counts(lines)
+    report = {"raw_lines": lines.num_rows, "purchase_lines": counts.pop("purchase"), "quarantined_by_reason": counts,
+              "events": n_events, "lines": "lines.parquet"}
+    report["merged_lines"] = report["purchase_lines"] - n_events
+    (folder / SOURCE_REPORT).write_text(json.dumps(report, indent=2))
+
+
+def source_report(source: SourceFiles) -> dict | None:
+    """The raw log's own quarantine counts (source.json beside the events), when the source has one."""
+    path = Path(source.events_path).parent / SOURCE_REPORT
+    return json.loads(path.read_text()) | {"lines": str(path.parent / "lines.parquet")} if path.is_file() else None
