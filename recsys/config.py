@@ -141,6 +141,13 @@ class ModelConfig(_Section):
     intermediate_size: int | None = Field(None, description="feed-forward width; default 4 × hidden_size")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     attribute_embeddings: bool = Field(True, description="add mean attribute embedding to each item")
+    text_features: bool = Field(
+        False,
+        description="add a learned projection of each item's text vector (title, category, brand, attributes embedded "
+        "once by the pretrained MiniLM) to the item vector, so a new product is recommendable from its title; "
+        "needs a catalog with titles",
+    )
+    text_max_tokens: int = Field(48, ge=8, le=512, description="text_features: tokens of an item's text the encoder reads")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelConfig:

@@ -3,8 +3,9 @@
 A new item's vectors are computed when it arrives:
 - for search, its text (title, category, brand, attributes) through the search encoder;
 - for recommendation and ranking, the models' own item representation minus the part only
-  training gives: v = mean of its known attributes' embeddings (a trained item's vector is its id
-  embedding plus that mean), in the retrieval model and in the CTR ranker alike.
+  training gives: v = mean of its known attributes' embeddings (+ the projection of its text
+  vector, from the encoder the model was trained with, for text models; a trained item's vector is
+  its id embedding plus those), in the retrieval model and in the CTR ranker alike.
 
 The item is appended to `new_items.jsonl` (fsync before the answer) beside the event store, so
 every replica picks it up on its next request, and a restarted or swapped replica ingests it again;
@@ -23,13 +24,17 @@ import numpy as np
 import torch
 
 
-def cold_vector(items_module, attribute_ids: list[int]) -> np.ndarray:
-    """(H,) the item vector an `ItemEmbedding` gives an item with no trained id embedding."""
+def cold_vector(items_module, attribute_ids: list[int], text_vector: np.ndarray | None = None) -> np.ndarray:
+    """(H,) the item vector an `ItemEmbedding` gives an item with no trained id embedding: the mean
+    of its known attributes' embeddings, plus the projection of its text vector (text models)."""
     hidden = items_module.id_embedding.embedding_dim
-    if not items_module.use_attributes or not attribute_ids:
-        return np.zeros(hidden, dtype=np.float32)
+    out = torch.zeros(hidden)
     with torch.no_grad():
-        return items_module.attribute_embedding.weight[torch.as_tensor(attribute_ids)].mean(0).numpy().astype(np.float32)
+        if items_module.use_attributes and attribute_ids:
+            out += items_module.attribute_embedding.weight[torch.as_tensor(attribute_ids)].mean(0)
+        if items_module.use_text and text_vector is not None:
+            out += items_module.text_projection(torch.as_tensor(text_vector, dtype=torch.float32))
+    return out.numpy().astype(np.float32)
 
 
 class CatalogLog:

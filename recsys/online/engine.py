@@ -136,6 +136,11 @@ class OnlineEngine:
         if spec.search.enabled and m.get("search"):
             self.search_index = load_search(release, spec.search, spec.index, self.catalog, n)
         self.items_offset = 0  # bytes of the new-items log already ingested
+        self.text_encoder = None  # a text model embeds new items with the encoder it was trained with
+        if model.config.text_embedding_dim:
+            from recsys.search.encoder import TextEncoder, pretrained_path
+
+            self.text_encoder = TextEncoder(pretrained_path())
 
     @property
     def ranker_name(self) -> str:
@@ -291,14 +296,24 @@ class OnlineEngine:
         names = attribute_names(item.get("category"), item.get("brand"), item.get("attributes"))
         known = self.catalog.known_attributes(names)[: self.retriever.model.config.max_attributes_per_item]
         self.catalog.add(item, known)
-        recommendable = self.retriever.add_item(known)
+        text = self.text_vector(item)
+        recommendable = self.retriever.add_item(known, text)
         if self.ranker is not None:
-            self.ranker.add_item(known)
+            self.ranker.add_item(known, text)
         if self.search_index is not None:
             self.search_index.add_item(item)
         return {"searchable": self.search_index is not None, "recommendable": recommendable,
                 "known_attributes": [a for a in names if a in self.catalog.attribute_index],
                 "unknown_attributes": [a for a in names if a not in self.catalog.attribute_index]}
+
+    def text_vector(self, item: dict) -> np.ndarray | None:
+        """A new item's text vector, as the training stage embedded the catalog (None: no text or no text model)."""
+        from recsys.search.encoder import row_text
+
+        text = row_text(item)
+        if self.text_encoder is None or not text.strip():
+            return None
+        return self.text_encoder.encode([text], max_tokens=self.retriever.model.config.text_max_tokens).numpy()[0]
 
     def sync_items(self, log) -> None:
         """Ingest the items another replica (or this one before a restart) added (a CatalogLog)."""

@@ -15,8 +15,8 @@ class CTRRanker:
         self.retriever = retriever  # for the histories' encodable form
         self.vectors = ItemVectors(ranker.seqrec)
 
-    def add_item(self, attribute_ids: list[int]) -> None:
-        self.vectors.add(attribute_ids)
+    def add_item(self, attribute_ids: list[int], text_vector: np.ndarray | None = None) -> None:
+        self.vectors.add(attribute_ids, text_vector)
 
     def logits(self, histories: list[list[int]], candidates: list[list[int]], contexts: list[tuple]) -> list[np.ndarray]:
         width = max(len(c) for c in candidates)

@@ -22,8 +22,8 @@ class ItemVectors:
             self.trained = seqrec.item_vectors().numpy()
         self.fresh = np.zeros((0, self.trained.shape[1]), np.float32)
 
-    def add(self, attribute_ids: list[int]) -> None:
-        self.fresh = np.vstack([self.fresh, cold_vector(self.items_module, attribute_ids)])
+    def add(self, attribute_ids: list[int], text_vector: np.ndarray | None = None) -> None:
+        self.fresh = np.vstack([self.fresh, cold_vector(self.items_module, attribute_ids, text_vector)])
 
     def of(self, indices) -> np.ndarray:
         """(len, H) vectors of any served items, new ones included."""
@@ -45,10 +45,11 @@ class Retriever:
         self.item_matrix = self.vectors.trained
         self.fresh_recommendable = np.zeros(0, dtype=bool)  # a new item with no known attribute has no vector to retrieve by
 
-    def add_item(self, attribute_ids: list[int]) -> bool:
-        """A new item's vector (mean of its known attributes' embeddings); whether it can be retrieved."""
-        self.vectors.add(attribute_ids)
-        recommendable = bool(attribute_ids) and self.model.items.use_attributes
+    def add_item(self, attribute_ids: list[int], text_vector: np.ndarray | None = None) -> bool:
+        """A new item's vector (its known attributes, its text); whether it can be retrieved."""
+        self.vectors.add(attribute_ids, text_vector)
+        items = self.model.items
+        recommendable = (bool(attribute_ids) and items.use_attributes) or (text_vector is not None and items.use_text)
         self.fresh_recommendable = np.append(self.fresh_recommendable, recommendable)
         return recommendable
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from recsys.config import RecsysConfig
 from recsys.data.dataset import PreparedDataset
 from recsys.index.ann import ItemIndex, choose_kind, recall_against_exact
-from recsys.search.encoder import TextEncoder, row_text
+from recsys.search.encoder import TextEncoder
 from recsys.search.examples import encoder_for, search_examples
 
 TEXT_FOLDER = "text"
@@ -29,8 +28,9 @@ VECTORS_FILE = "vectors.npy"
 
 def catalog_texts(dataset: PreparedDataset) -> list[str]:
     """Item texts in item-index order (row i-1 = item index i)."""
-    rows = pq.read_table(dataset.path / "items.parquet", columns=["item_index", "title", "category", "brand", "attributes"])
-    return [row_text(r) for r in rows.sort_by("item_index").to_pylist()]
+    from recsys.data.text_vectors import catalog_texts as id_and_text
+
+    return id_and_text(dataset)[1]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch
 
 from recsys.artifacts import Dataset
 from recsys.config import RecsysConfig
+from recsys.data.text_vectors import TEXT_ENCODER, item_text_vectors
 from recsys.train.schedule import optimizer_steps
 from recsys.train.task import TrainTask
 
@@ -47,13 +48,19 @@ class SeqRecTask(TrainTask):
                  valid: dict | None = None):
         self.stage_cfg = getattr(cfg, self.stage)
         self.eval_cfg = cfg.eval
-        self.model_config = model_config_kwargs(cfg, dataset)
+        self.item_text, text_key = None, None
+        if cfg.model.text_features:  # the frozen text vectors, shared with the index and serving
+            vectors = item_text_vectors(cfg.artifacts_root, dataset, cfg.model.text_max_tokens)
+            self.item_text, text_key = vectors.table(), vectors.path.name
+        self.model_config = model_config_kwargs(cfg, dataset, 0 if self.item_text is None else self.item_text.shape[1])
         self.item_attributes = dataset.attribute_matrix(cfg.data.max_attributes_per_item)
         self.init_from = str(init_from) if init_from else None
+        if init_from:
+            _check_same_text_features(cfg, init_from)
         self.steps_per_epoch = optimizer_steps(train_rows, cfg.cluster.train_workers, self.stage_cfg, self.window)
         self.valid = valid
         self._key = {"dataset": str(dataset.path), "model": cfg.model.model_dump(mode="json"),
-                     "workers": cfg.cluster.train_workers, "init_from": self.init_from}
+                     "workers": cfg.cluster.train_workers, "init_from": self.init_from, "text_vectors": text_key}
 
     def run_key(self) -> dict:
         return {**super().run_key(), **self._key}
@@ -64,8 +71,14 @@ class SeqRecTask(TrainTask):
         if self.init_from:
             return SeqRecModel.from_pretrained(self.init_from)
         model = SeqRecModel(SeqRecConfig(**self.model_config))
-        model.set_item_attributes(torch.tensor(self.item_attributes))
+        self._fill_tables(model)
         return model
+
+    def _fill_tables(self, model) -> None:
+        """The frozen per-item tables of a model built from scratch: attributes, text vectors."""
+        model.set_item_attributes(torch.tensor(self.item_attributes))
+        if self.item_text is not None:
+            model.set_item_text_embeddings(torch.from_numpy(self.item_text))
 
     def batches(self, epoch: int, rank: int, world: int):
         """Length-bucketed batches. The bucket order comes from an rng shared by all ranks, so at each
@@ -153,7 +166,7 @@ class CTRTask(SeqRecTask):
         if self.init_from:
             return SeqRecForCTR.from_retrieval_model(self.init_from)
         model = SeqRecForCTR(SeqRecConfig(**self.model_config))
-        model.seqrec.set_item_attributes(torch.tensor(self.item_attributes))
+        self._fill_tables(model.seqrec)
         return model
 
     def batches(self, epoch, rank, world):
@@ -182,10 +195,14 @@ class CTRTask(SeqRecTask):
 
 
 # ---- driver side: the task and its Ray Dataset from the config and a prepared dataset ----------
-def model_config_kwargs(cfg: RecsysConfig, dataset: Dataset) -> dict:
-    """The HF model config: architecture from `model`, sizes from the dataset's vocabularies."""
+def model_config_kwargs(cfg: RecsysConfig, dataset: Dataset, text_dim: int = 0) -> dict:
+    """The HF model config: architecture from `model`, sizes from the dataset's vocabularies (and
+    the text vectors' width when model.text_features is on)."""
     m = cfg.model
     return {
+        "text_embedding_dim": text_dim,
+        "text_encoder": TEXT_ENCODER if text_dim else None,
+        "text_max_tokens": m.text_max_tokens,
         "num_items": dataset.num_items,
         "num_attributes": dataset.num_attributes,
         "max_attributes_per_item": cfg.data.max_attributes_per_item,
@@ -197,6 +214,17 @@ def model_config_kwargs(cfg: RecsysConfig, dataset: Dataset) -> dict:
         "max_seq_len": cfg.data.max_seq_len,
         "attribute_embeddings": m.attribute_embeddings,
     }
+
+
+def _check_same_text_features(cfg: RecsysConfig, init_from: Path) -> None:
+    """A stage starting from an export keeps that export's item representation: say so when the
+    config asks for another one instead of silently training without (or with) text."""
+    from recsys.models import SeqRecConfig
+
+    has_text = SeqRecConfig.from_pretrained(init_from).text_embedding_dim > 0
+    if has_text != cfg.model.text_features:
+        raise ValueError(f"model.text_features is {cfg.model.text_features} but the model it starts from ({init_from}) was "
+                         f"trained {'with' if has_text else 'without'} text vectors; retrain that stage with the same setting")
 
 
 def training_dataset(cfg: RecsysConfig, stage: str, dataset: Dataset):

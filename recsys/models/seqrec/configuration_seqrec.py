@@ -28,6 +28,8 @@ class SeqRecConfig(PretrainedConfig):
         max_seq_len: int = 50,
         attribute_embeddings: bool = True,
         text_embedding_dim: int = 0,
+        text_encoder: str | None = None,
+        text_max_tokens: int = 48,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -57,6 +59,10 @@ class SeqRecConfig(PretrainedConfig):
         # > 0: every item also carries a frozen text vector of this size (e.g. a sentence encoder's
         # embedding of title + category + brand), projected into the hidden size and added.
         self.text_embedding_dim = text_embedding_dim
+        # The encoder those text vectors come from and how many tokens it reads: a new item's text
+        # must be embedded the same way at serving time (recsys.online.cold_start).
+        self.text_encoder = text_encoder
+        self.text_max_tokens = text_max_tokens
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 
