@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.artifacts import ArtifactStore, Dataset, IndexRelease
+from recsys.artifacts import ArtifactStore, Dataset, IndexRelease, ModelExport
 from recsys.config import RecsysConfig
 from recsys.entrypoints import PIPELINE_STAGES  # noqa: F401 - re-exported: the stages, in order
 
@@ -76,7 +76,9 @@ def index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelease:
     from recsys.index import build_index
 
     store = ArtifactStore.of(cfg)
-    model = store.load("finetune", model_path) if model_path else store.latest("finetune")
+    model = ModelExport.load(model_path) if model_path else store.latest("finetune")
+    if model.stage not in ("pretrain", "finetune"):  # a retrieval model: its item vectors are what the index holds
+        raise ValueError(f"{model.path} is a {model.stage} export; the index is built from a finetune (or pretrain) export")
     return build_index(cfg, model)
 
 
