@@ -26,7 +26,8 @@ from recsys.config import load_config
 from recsys.models import SeqRecConfig, SeqRecModel
 from recsys.runtime import init_ray, quiet_ray_data
 from recsys.train.batches import length_bucketed, next_item_batch
-from recsys.train.trainer import model_config_kwargs, run_stage
+from recsys.train.seqrec_tasks import model_config_kwargs
+from recsys.train.trainer import run_stage
 
 OUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 

@@ -90,7 +90,8 @@ def _run(cfg, args) -> int:
         timings["finetune"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner("4/7 evaluate: leave-one-out, full ranking")
+        protocol = "leave-one-out" if cfg.data.split.mode == "leave_one_out" else "global time cut"
+        _banner(f"4/7 evaluate: {protocol}, {'sampled' if cfg.eval.sampled_negatives else 'full'} ranking")
         report = stages.evaluate(cfg, fine.model_path)
         print(format_report(report))
         m = report["metrics"]["model"]

@@ -104,3 +104,11 @@ def test_no_import_cycle(graph):
     for m in sorted(edges):
         if m not in state and (cycle := visit(m)):
             pytest.fail("import cycle: " + " → ".join(cycle))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "benchmarks").glob("*.py") if p.stem != "__init__"))
+def test_every_benchmark_imports(name):
+    """A benchmark runs for minutes on real data: a moved import should fail here, in seconds."""
+    import importlib
+
+    importlib.import_module(f"benchmarks.{name}")
