@@ -295,8 +295,9 @@ class OnlineEngine:
             raise InvalidRequest("item_id", f"item {item['item_id']!r} is already in the catalog; item ids are never reused", status=409)
         names = attribute_names(item.get("category"), item.get("brand"), item.get("attributes"))
         known = self.catalog.known_attributes(names)[: self.retriever.model.config.max_attributes_per_item]
-        self.catalog.add(item, known)
+        index = self.catalog.add(item, known)
         text = self.text_vector(item)
+        self.catalog.rows[index]["text_vector"] = text  # what its explanation's text share is computed from
         recommendable = self.retriever.add_item(known, text)
         if self.ranker is not None:
             self.ranker.add_item(known, text)

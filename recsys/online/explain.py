@@ -37,8 +37,10 @@ def explain(retriever: Retriever, ranker: CTRRanker | None, catalog: Catalog, hi
         for a in present.tolist():
             share = float(u @ emb.attribute_embedding.weight[a]) / len(present)
             parts.append({"attribute": catalog.attribute_name.get(a, f"attribute {a}"), "contribution": share})
-    if emb.use_text and not fresh:
-        parts.append({"attribute": "text", "contribution": float(u @ emb.text_projection(emb.item_text[item]))})
+    if emb.use_text:
+        text = catalog.rows[item].get("text_vector") if fresh else emb.item_text[item]
+        if text is not None:  # a new item without text has no text share
+            parts.append({"attribute": "text", "contribution": float(u @ emb.text_projection(torch.as_tensor(text)))})
     return {
         "score_explained": "ctr_logit" if ranker is not None else "retrieval",
         "history": [{"item_id": catalog.rows[history[j]]["item_id"], "effect": float(effects[j])} for j in order if history[j] in catalog.rows],

@@ -65,3 +65,7 @@ def test_a_new_product_is_recommendable_from_its_title_with_the_offline_score(te
     state = engine.user_state(None, [ids[i] for i in history], [], 0)
     (only,) = engine.recommend(state, 5, Filters(brands=["brandnewco"])).items
     assert engine.item(only.index)["item_id"] == "brand-new-1" and only.score == pytest.approx(offline_new, abs=1e-5)
+    # its explanation: all of the score is its text's share (no trained id vector, no known attribute)
+    why = engine.explain(state.history, only.index, state.context)
+    shares = {p["attribute"]: p["contribution"] for p in why["attributes"]}
+    assert shares["item id"] == 0.0 and shares["text"] == pytest.approx(offline_new, abs=1e-5)
