@@ -90,6 +90,14 @@ def latest_version(parent: Path, kind: str) -> Path:
 
 
 # ---- typed artifacts ------------------------------------------------------------------------
+def _version_file(folder: Path, name: str, what: str, produced_by: str) -> str:
+    """The text of a version folder's metadata file, or FileNotFoundError saying what produces it."""
+    file = folder / name
+    if not file.is_file():
+        raise FileNotFoundError(f"{folder} is not a published {what} (no {name}); run {produced_by} first")
+    return file.read_text()
+
+
 class ExportMeta(BaseModel):
     """`recsys.json` beside every model export: what produced it, from what, and how it scored."""
 
@@ -132,10 +140,7 @@ class ModelExport:
     @classmethod
     def load(cls, path: str | Path) -> ModelExport:
         path = Path(path).resolve()
-        file = path / EXPORT_META
-        if not file.is_file():
-            raise FileNotFoundError(f"{path} is not a published model export (no {EXPORT_META}); run a training stage first")
-        return cls(path, ExportMeta.model_validate_json(file.read_text()))
+        return cls(path, ExportMeta.model_validate_json(_version_file(path, EXPORT_META, "model export", "a training stage")))
 
     @property
     def version(self) -> str:
@@ -167,10 +172,7 @@ class IndexRelease:
     @classmethod
     def load(cls, path: str | Path) -> IndexRelease:
         path = Path(path)
-        file = path / INDEX_MANIFEST
-        if not file.is_file():
-            raise FileNotFoundError(f"{path} is not a published index version (no {INDEX_MANIFEST}); run `recsys index --config …` first")
-        return cls(path, json.loads(file.read_text()))
+        return cls(path, json.loads(_version_file(path, INDEX_MANIFEST, "index version", "`recsys index --config …`")))
 
     @property
     def version(self) -> str:
