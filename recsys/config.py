@@ -148,6 +148,18 @@ class ModelConfig(_Section):
         "needs a catalog with titles",
     )
     text_max_tokens: int = Field(48, ge=8, le=512, description="text_features: tokens of an item's text the encoder reads")
+    id_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="training only: the share of items whose id embedding is left out of each forward pass, so the "
+        "content part (attributes, text) learns to carry an item alone, as it must for a product the model never saw",
+    )
+
+    @model_validator(mode="after")
+    def _id_dropout_needs_content(self) -> ModelConfig:
+        if self.id_dropout and not (self.attribute_embeddings or self.text_features):
+            raise ValueError("model.id_dropout > 0 needs model.attribute_embeddings or model.text_features: "
+                             "without them a dropped item has no vector at all")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelConfig:
@@ -223,6 +235,10 @@ class PretrainConfig(TrainStageConfig):
     attribute_loss_weight: float = Field(
         0.0, ge=0.0, description="weight of masked-attribute prediction beside masked items (0 = off)"
     )
+    content_loss_weight: float = Field(
+        0.0, ge=0.0, description="text alignment: weight of predicting each masked item from its content vector "
+        "alone (attributes + projected text, no id embedding) beside masked items (0 = off)",
+    )
 
 
 class FinetuneConfig(ValidatedStageConfig):
@@ -238,6 +254,10 @@ class FinetuneConfig(ValidatedStageConfig):
     num_negatives: int = Field(1024, ge=1, description="sampled_softmax: negatives per step, shared by the batch")
     negative_sampling_power: float = Field(
         0.75, ge=0.0, le=1.0, description="sampled_softmax: negatives drawn ∝ train_count^power (0 = uniform)"
+    )
+    content_loss_weight: float = Field(
+        0.0, ge=0.0, description="weight of the next item found by its content vector alone (attributes + projected "
+        "text, no id embedding; full softmax) beside the next-item loss: what a cold product is ranked by (0 = off)",
     )
 
 
@@ -274,6 +294,10 @@ class EvalConfig(_Section):
     )
     batch_size: int = Field(512, ge=1)
     seed: int = 0
+    # Segments of the split (recsys/eval/segments.py): users with at most this many history items,
+    # and the window of the "newest popular items" baseline (sales in the days before the cut).
+    short_history_max: int = Field(3, ge=1, description="a row is 'short history' with at most this many history items")
+    recent_days: int = Field(28, ge=1, description="window of the newest-popular baseline: interactions in the days before the cut")
 
     @model_validator(mode="after")
     def _positive_ks(self) -> EvalConfig:

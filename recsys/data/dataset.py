@@ -38,7 +38,7 @@ class PreparedDataset:
     def num_attributes(self) -> int:
         return self.manifest["vocab"]["num_attributes"]
 
-    PARTS = ("train", "valid", "test", "sequences", "events", "quarantine", "examples/ctr", "examples/search")
+    PARTS = ("train", "valid", "test", "sequences", "events", "quarantine", "examples/ctr", "examples/search", "cold_targets")
 
     def split_dir(self, split: str) -> str:
         if split not in self.PARTS:
@@ -50,6 +50,31 @@ class PreparedDataset:
 
     def items(self) -> pd.DataFrame:
         return pq.read_table(self.path / "items.parquet").to_pandas()
+
+    def cold_items(self) -> pd.DataFrame:
+        """Catalog items outside the vocabulary (time split; recsys/data/cold.py), `item_index` N + 2 + k;
+        empty under leave-one-out, where the vocabulary is the catalog."""
+        path = self.path / "cold_items.parquet"
+        if not path.is_file():
+            return pd.DataFrame({"item_index": pd.Series([], dtype="int32"), "item_id": pd.Series([], dtype=object),
+                                 "attribute_indices": pd.Series([], dtype=object)})
+        return pq.read_table(path).to_pandas()
+
+    def cold_targets(self, split: str) -> pd.DataFrame:
+        """The split's rows whose target is a cold item (history → extended index); empty when none."""
+        folder = self.path / "cold_targets"
+        if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+            return pd.DataFrame({"user_id": [], "history": [], "target": pd.Series([], dtype="int32")})
+        return pq.read_table(folder, filters=[("split", "=", split)]).to_pandas()
+
+    def cold_attribute_matrix(self, max_attributes: int) -> np.ndarray:
+        """(M, max_attributes) known attribute indices of the cold items, 0-padded, row k = index N + 2 + k."""
+        cold = self.cold_items()
+        out = np.zeros((len(cold), max_attributes), dtype=np.int64)
+        for row, attrs in enumerate(cold["attribute_indices"]):
+            attrs = list(attrs)[:max_attributes]
+            out[row, : len(attrs)] = attrs
+        return out
 
     def attribute_matrix(self, max_attributes: int) -> np.ndarray:
         """(num_items + 2, max_attributes) attribute indices per item index, 0-padded.

@@ -31,6 +31,7 @@ import ray
 from recsys.artifacts import atomic_folder, point_latest
 from recsys.config import RecsysConfig
 from recsys.data.catalog import item_table, unique_catalog
+from recsys.data.cold import cold_item_table, cold_targets
 from recsys.data.dataset import PreparedDataset
 from recsys.data.examples import ctr_examples, search_pairs
 from recsys.data.readers import read_catalog, read_raw_events
@@ -166,7 +167,8 @@ def prepare_dataset(cfg: RecsysConfig) -> PreparedDataset:
     """Run the pipeline and publish `<artifacts>/datasets/<name>/<version>` atomically."""
     t0 = time.perf_counter()
     source = materialize_source(cfg)
-    version = f"{source.fingerprint[:8]}-{cfg.section_hash('data')[:8]}"
+    # The schema version is in the name: a prepared layout from older code is never reused.
+    version = f"{source.fingerprint[:8]}-{cfg.section_hash('data')[:8]}-s{SCHEMA_VERSION}"
     root = dataset_root(cfg)
     final = root / version
     if (final / "manifest.json").is_file():
@@ -262,6 +264,7 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
             ex.write_parquet(str(scratch / "examples" / name))
         items = items.append_column("train_count", pa.array(train_counts[1:], pa.int64()))
         pq.write_table(items, scratch / "items.parquet")
+        cold_counts = _write_cold(cfg, shaped, catalog, attributes, scratch) if split_cfg.mode == "time" else {}
         pq.write_table(attributes, scratch / "attributes.parquet")
         manifest = {
             "name": source.name,
@@ -280,6 +283,7 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
                 "users_not_in_test": n_users - counts["test"],  # too short (leave_one_out) or no step after the cut (time)
                 **{f"{k}_rows": v for k, v in counts.items() if isinstance(v, int)},
                 **{k: v for k, v in counts.items() if isinstance(v, dict)},
+                **cold_counts,
             },
             "quarantine": {"path": "quarantine", "reasons": shaped.reasons,
                            "max_fraction": cfg.data.validation.max_quarantine_fraction},
@@ -294,6 +298,20 @@ def _prepare(cfg: RecsysConfig, source: SourceFiles, version: str, final, root, 
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=2))
     point_latest(root, version)
     return PreparedDataset(final)
+
+
+def _write_cold(cfg: RecsysConfig, shaped: ShapedEvents, catalog: pa.Table, attributes: pa.Table, scratch) -> dict:
+    """Time split: the catalog items outside the vocabulary and their targets (recsys/data/cold.py)."""
+    cold_items = cold_item_table(catalog, shaped.vocab, attributes)
+    pq.write_table(cold_items, scratch / "cold_items.parquet")
+    targets = shaped.annotated.map_batches(
+        cold_targets, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"kinds": list(cfg.data.interaction_events), "collapse_repeats": cfg.data.collapse_repeats,
+                   "valid_cut": shaped.cuts[0], "test_cut": shaped.cuts[1], "max_len": cfg.data.max_seq_len,
+                   "cold_ids": cold_items["item_id"].combine_chunks(), "num_items": len(shaped.vocab)},
+    ).materialize()
+    targets.write_parquet(str(scratch / "cold_targets"))
+    return {"cold_items": cold_items.num_rows, "cold_targets": _count_by_split(targets)}
 
 
 def _nonzero(reasons: dict[str, int]) -> dict[str, int]:

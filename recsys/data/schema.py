@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: cold_items.parquet and cold_targets/ beside a time split
 
 # `impression`: the item was shown to the user (in a list or a search result) — the negatives and
 # positives of CTR ranking. `view`: the user opened the item's page.

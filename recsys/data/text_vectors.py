@@ -2,8 +2,9 @@
 values) embedded once by the pretrained MiniLM, stored as a versioned artifact keyed by the encoder
 and the catalog's texts, so training, the index and serving share the same vectors:
 
-    <root>/text_vectors/<key>/vectors.npy    (N + 2, D) float32; row i = item index i (0 and N+1 zero)
-    <root>/text_vectors/<key>/manifest.json  encoder, items, dim, the items that had no text
+    <root>/text_vectors/<key>/vectors.npy    (N + 2 + M, D) float32; row i = item index i (0 and N+1
+                                             zero), rows N + 2.. the M cold items of a time split
+    <root>/text_vectors/<key>/manifest.json  encoder, items, cold items, dim, the items without text
 
 An item without text gets a zero vector (its id and attributes carry it alone) and is listed in
 the manifest. The model's projection was trained against this encoder, so a new product's vector
@@ -39,16 +40,23 @@ class TextVectors:
     manifest: dict
 
     def table(self) -> np.ndarray:
-        """(N + 2, D) float32, row i = item index i."""
-        return np.load(self.path / VECTORS_FILE)
+        """(N + 2, D) float32, row i = item index i: what the model's frozen buffer holds."""
+        return np.load(self.path / VECTORS_FILE, mmap_mode="r")[: self.manifest["items"] + 2].copy()
+
+    def cold_table(self) -> np.ndarray:
+        """(M, D) float32, row k = cold item index N + 2 + k (recsys/data/cold.py)."""
+        return np.load(self.path / VECTORS_FILE, mmap_mode="r")[self.manifest["items"] + 2 :].copy()
 
 
 def catalog_texts(dataset: Dataset) -> tuple[list[str], list[str]]:
-    """(item ids, item texts) in item-index order (row i - 1 = item index i)."""
+    """(item ids, item texts) in item-index order: the vocabulary (row i - 1 = item index i), then
+    the cold items of a time split (their indices skip [MASK], N + 1)."""
     from recsys.search.encoder import row_text
 
-    rows = pq.read_table(dataset.path / "items.parquet", columns=["item_index", "item_id", "title", "category", "brand", "attributes"])
-    rows = rows.sort_by("item_index").to_pylist()
+    columns = ["item_index", "item_id", "title", "category", "brand", "attributes"]
+    rows = pq.read_table(dataset.path / "items.parquet", columns=columns).sort_by("item_index").to_pylist()
+    if (dataset.path / "cold_items.parquet").is_file():
+        rows += pq.read_table(dataset.path / "cold_items.parquet", columns=columns).sort_by("item_index").to_pylist()
     return [r["item_id"] for r in rows], [row_text(r) for r in rows]
 
 
@@ -62,6 +70,7 @@ def item_text_vectors(root: Path, dataset: Dataset, max_tokens: int) -> TextVect
             f"model.text_features is true but the catalog of {dataset.path} has no titles (the text the recommender "
             "embeds); set model.text_features: false for this data, or give the catalog a title column")
     ids, texts = catalog_texts(dataset)
+    known = dataset.num_items
     digest = hashlib.sha256(json.dumps([TEXT_ENCODER, max_tokens, texts]).encode()).hexdigest()[:16]
     final = Path(root) / "text_vectors" / f"{TEXT_ENCODER}-{digest}"
     if (final / MANIFEST).is_file():
@@ -71,9 +80,11 @@ def item_text_vectors(root: Path, dataset: Dataset, max_tokens: int) -> TextVect
     started = time.perf_counter()
     encoded = encoder.encode([texts[i] for i in present], max_tokens=max_tokens).numpy() if present else np.zeros((0, encoder.dim))
     table = np.zeros((len(texts) + 2, encoder.dim), dtype=np.float32)
-    table[np.asarray(present, dtype=np.int64) + 1] = encoded
+    rows = np.asarray(present, dtype=np.int64)
+    table[np.where(rows < known, rows + 1, rows + 2)] = encoded  # cold items come after [MASK]
     missing = [ids[i] for i in range(len(texts)) if not texts[i].strip()]
-    manifest = {"encoder": TEXT_ENCODER, "max_tokens": max_tokens, "items": len(texts), "dim": int(encoder.dim),
+    manifest = {"encoder": TEXT_ENCODER, "max_tokens": max_tokens, "items": known, "cold_items": len(texts) - known,
+                "dim": int(encoder.dim),
                 "dataset": str(dataset.path), "items_without_text": len(missing), "without_text": missing[:1000],
                 "encode_s": round(time.perf_counter() - started, 1)}
     with atomic_folder(final) as scratch:

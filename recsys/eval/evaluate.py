@@ -164,6 +164,10 @@ def run_evaluation(cfg: RecsysConfig, export: ModelExport, ranker: ModelExport |
         "eval_seconds": round(seconds, 1),
         "training": _training_summary(export),
     }
+    if not cfg.eval.sampled_negatives:  # known and cold targets, long tail, short histories (full ranking)
+        from recsys.eval.segments import segment_report
+
+        report["segments"] = segment_report(cfg, model, dataset)
     if ctr_model_path is not None:
         report["ctr"] = {"model": str(ctr_model_path), **evaluate_ctr(cfg, ctr_model_path, dataset)}
     if release is not None and not cfg.eval.sampled_negatives:
@@ -207,4 +211,23 @@ def format_report(report: dict) -> str:
              "model".ljust(width) + "".join(c.rjust(10) for c in cols)]
     for name, vals in rows:
         lines.append(name.ljust(width) + "".join(f"{vals.get(c, float('nan')):10.4f}" for c in cols))
+    if "segments" in report:
+        lines += ["", format_segments(report["segments"])]
+    return "\n".join(lines)
+
+
+def format_segments(segments: dict) -> str:
+    """HR@10 / NDCG@10 per segment (recsys/eval/segments.py) of the model and its baselines."""
+    from recsys.eval.segments import SEGMENTS
+
+    cand = segments["candidates"]
+    lines = [f"by segment, over {cand['known']} known + {cand['cold']} cold items (HR@10 / NDCG@10):",
+             "".ljust(16) + "".join(f"{s} ({segments['model'][s]['rows']})".rjust(24) for s in SEGMENTS)]
+    for name in ("model", "newest_popular", "popularity"):
+        if name in segments:
+            cells = "".join((f"{v['hr@10']:.4f} / {v['ndcg@10']:.4f}" if "hr@10" in v else "—").rjust(24)
+                            for v in (segments[name][s] for s in SEGMENTS))
+            lines.append(name.ljust(16) + cells)
+    if segments.get("cannot_rank_cold"):
+        lines.append("an id-only model cannot rank items the training period never saw: its cold figures are zero")
     return "\n".join(lines)

@@ -60,6 +60,17 @@ def query_vectors(model, dataset: PreparedDataset, n: int, seed: int) -> np.ndar
     return torch.cat([model.user_vectors(histories[s : s + 512]) for s in range(0, len(histories), 512)]).numpy()
 
 
+def text_feature_summary(model, dataset: PreparedDataset) -> dict | None:
+    """For a text model: its encoder and the items whose text vector is zero (no text: their id and
+    attributes carry them alone), read from the weights the index is built from."""
+    if not model.items.use_text:
+        return None
+    empty = np.flatnonzero(~model.items.item_text[1 : model.config.num_items + 1].abs().sum(1).bool().numpy()) + 1
+    ids = dataset.items().set_index("item_index")["item_id"]
+    return {"encoder": model.config.text_encoder, "max_tokens": model.config.text_max_tokens,
+            "items_without_text": int(len(empty)), "without_text": [str(ids[i]) for i in empty[:1000]]}
+
+
 def build_index(cfg: RecsysConfig, export: ModelExport) -> IndexRelease:
     """The index version of one model export (the index stage: recsys.stages.index picks the export)."""
     from recsys.models import SeqRecModel
@@ -113,6 +124,7 @@ def build_index(cfg: RecsysConfig, export: ModelExport) -> IndexRelease:
         "build_s": round(build_s, 3),
         "created": datetime.now(UTC).isoformat(),
         "search": text.meta if text else None,
+        "text_features": text_feature_summary(model, dataset),
     }
 
     def write(scratch: Path) -> None:

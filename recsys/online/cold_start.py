@@ -26,15 +26,12 @@ import torch
 
 def cold_vector(items_module, attribute_ids: list[int], text_vector: np.ndarray | None = None) -> np.ndarray:
     """(H,) the item vector an `ItemEmbedding` gives an item with no trained id embedding: the mean
-    of its known attributes' embeddings, plus the projection of its text vector (text models)."""
-    hidden = items_module.id_embedding.embedding_dim
-    out = torch.zeros(hidden)
+    of its known attributes' embeddings, plus the projection of its text vector (text models) —
+    `ItemEmbedding.content`, the same function offline cold-start evaluation scores with."""
+    attrs = torch.as_tensor([list(attribute_ids) or [0]], dtype=torch.long)
+    text = None if text_vector is None else torch.as_tensor(np.asarray(text_vector)[None], dtype=torch.float32)
     with torch.no_grad():
-        if items_module.use_attributes and attribute_ids:
-            out += items_module.attribute_embedding.weight[torch.as_tensor(attribute_ids)].mean(0)
-        if items_module.use_text and text_vector is not None:
-            out += items_module.text_projection(torch.as_tensor(text_vector, dtype=torch.float32))
-    return out.numpy().astype(np.float32)
+        return items_module.content(attrs, text)[0].numpy().astype(np.float32)
 
 
 class CatalogLog:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from recsys.artifacts import Dataset
+from recsys.artifacts import Dataset, ModelExport
 from recsys.config import RecsysConfig
 from recsys.data.text_vectors import TEXT_ENCODER, item_text_vectors
 from recsys.train.schedule import optimizer_steps
@@ -47,6 +47,9 @@ class SeqRecTask(TrainTask):
     def __init__(self, cfg: RecsysConfig, dataset: Dataset, init_from: Path | None, train_rows: int,
                  valid: dict | None = None):
         self.stage_cfg = getattr(cfg, self.stage)
+        if getattr(self.stage_cfg, "content_loss_weight", 0) and not (cfg.model.attribute_embeddings or cfg.model.text_features):
+            raise ValueError(f"{self.stage}.content_loss_weight > 0 needs model.attribute_embeddings or model.text_features "
+                             "(the content an item is found by); set it to 0 for an id-only model")
         self.eval_cfg = cfg.eval
         self.item_text, text_key = None, None
         if cfg.model.text_features:  # the frozen text vectors, shared with the index and serving
@@ -55,6 +58,7 @@ class SeqRecTask(TrainTask):
         self.model_config = model_config_kwargs(cfg, dataset, 0 if self.item_text is None else self.item_text.shape[1])
         self.item_attributes = dataset.attribute_matrix(cfg.data.max_attributes_per_item)
         self.init_from = str(init_from) if init_from else None
+        self.dataset_path, self.shop = str(dataset.path), dataset.manifest["name"]
         if init_from:
             _check_same_text_features(cfg, init_from)
         self.steps_per_epoch = optimizer_steps(train_rows, cfg.cluster.train_workers, self.stage_cfg, self.window)
@@ -69,9 +73,16 @@ class SeqRecTask(TrainTask):
         from recsys.models import SeqRecConfig, SeqRecModel
 
         if self.init_from:
-            return SeqRecModel.from_pretrained(self.init_from)
+            source = ModelExport.load(self.init_from)
+            if Path(source.meta.dataset_path).resolve() == Path(self.dataset_path).resolve():
+                return SeqRecModel.from_pretrained(self.init_from)
         model = SeqRecModel(SeqRecConfig(**self.model_config))
         self._fill_tables(model)
+        if self.init_from:  # pretrained on other data (pooled shops): copy what the vocabularies share
+            from recsys.train.transfer import transfer_weights
+
+            transfer_weights(SeqRecModel.from_pretrained(self.init_from), source.dataset(), model,
+                             Dataset(self.dataset_path), f"{self.shop}/")
         return model
 
     def _fill_tables(self, model) -> None:
@@ -101,7 +112,7 @@ class SeqRecTask(TrainTask):
 
     @staticmethod
     def _parts(out) -> dict[str, float]:
-        return {name: float(getattr(out, name).detach()) for name in ("item_loss", "attribute_loss")
+        return {name: float(getattr(out, name).detach()) for name in ("item_loss", "attribute_loss", "content_loss")
                 if getattr(out, name) is not None}
 
 
@@ -116,7 +127,8 @@ class PretrainTask(SeqRecTask):
         config = engine.module.config
         inputs, labels = masked_item_batch(batch, config.max_seq_len, self.stage_cfg.mask_prob, config.mask_index, rng)
         out = engine(inputs.to(engine.device), labels=labels.to(engine.device), causal=False,
-                     attribute_loss_weight=self.stage_cfg.attribute_loss_weight)
+                     attribute_loss_weight=self.stage_cfg.attribute_loss_weight,
+                     content_loss_weight=self.stage_cfg.content_loss_weight)
         return out.loss, self._parts(out), len(inputs)
 
 
@@ -141,7 +153,8 @@ class NextItemTask(SeqRecTask):
         inputs, labels = next_item_batch(batch, engine.module.config.max_seq_len)
         out = engine(inputs.to(device), labels=labels.to(device), causal=True,
                      negatives=sampler.draw(rng).to(device) if sampler else None,
-                     log_q=sampler.log_q.to(device) if sampler else None)
+                     log_q=sampler.log_q.to(device) if sampler else None,
+                     content_loss_weight=cfg.content_loss_weight)
         return out.loss, self._parts(out), len(inputs)
 
     def validate(self, module, rank, world):
@@ -213,6 +226,7 @@ def model_config_kwargs(cfg: RecsysConfig, dataset: Dataset, text_dim: int = 0) 
         "dropout": m.dropout,
         "max_seq_len": cfg.data.max_seq_len,
         "attribute_embeddings": m.attribute_embeddings,
+        "id_dropout": m.id_dropout,
     }
 
 

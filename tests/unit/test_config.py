@@ -151,10 +151,10 @@ def test_stage_defaults_are_kept():
     shared = {"batch_size": 128, "gradient_accumulation_steps": 1, "lr": 1e-3, "lr_schedule": "cosine",
               "warmup_ratio": 0.05, "min_lr_ratio": 0.1, "weight_decay": 0.0, "grad_clip": 1.0, "zero_stage": 2, "seed": 42}
     assert cfg.pretrain.model_dump() == {**shared, "epochs": 5, "enabled": True, "mask_prob": 0.2,
-                                         "attribute_loss_weight": 0.0}
+                                         "attribute_loss_weight": 0.0, "content_loss_weight": 0.0}
     assert cfg.finetune.model_dump() == {**shared, "epochs": 10, "select_best": True, "early_stopping_patience": 0,
                                          "loss": "full_softmax", "num_negatives": 1024,
-                                         "negative_sampling_power": 0.75}
+                                         "negative_sampling_power": 0.75, "content_loss_weight": 0.0}
     assert cfg.ctr.model_dump() == {**shared, "epochs": 3, "lr": 5e-4, "enabled": False, "select_best": True,
                                     "early_stopping_patience": 0}
     assert cfg.search.train.model_dump() == {**shared, "epochs": 2, "batch_size": 64, "lr": 3e-5, "warmup_ratio": 0.1}

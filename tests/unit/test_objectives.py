@@ -119,3 +119,26 @@ def test_ctr_model_starts_from_the_retrieval_model(tmp_path):
     ctr.save_pretrained(tmp_path / "ctr")
     again = SeqRecForCTR.from_pretrained(tmp_path / "ctr").eval()
     assert torch.allclose(again.click_probability([[1, 2]], [3], [[1, 2, 0]]), p[:1])
+
+
+def test_content_loss_finds_the_target_by_its_content_vector_alone():
+    model = tiny(text_embedding_dim=4).eval()
+    model.set_item_text_embeddings(torch.randn(N_ITEMS + 2, 4))
+    inputs, labels = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[2, 3, 4, 5]])
+    out = model(inputs, labels=labels, causal=True, content_loss_weight=0.5)
+    states = model.encode(inputs, causal=True)[0]
+    content = model.items.content(model.items.item_attributes, model.items.item_text)  # no id embedding
+    logits = states @ content.T
+    logits[:, [0, N_ITEMS + 1]] = float("-inf")
+    expected = F.cross_entropy(logits, labels[0])
+    assert out.content_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.item_loss.item() + 0.5 * expected.item(), rel=1e-5)
+    # the id embeddings get no gradient from it: only what a cold item also has is trained
+    model.zero_grad()
+    model._content_loss(model.encode(inputs, causal=True), labels).backward()
+    assert model.items.id_embedding.weight.grad[5:].abs().sum() == 0  # items 5.. never in the input
+    assert model.items.text_projection.weight.grad.abs().sum() > 0
+    masked = model(torch.tensor([[1, N_ITEMS + 1, 3]]), labels=torch.tensor([[0, 2, 0]]), causal=False, content_loss_weight=1.0)
+    assert masked.content_loss is not None and masked.attribute_loss is None
+    with pytest.raises(ValueError, match="content_loss_weight > 0 needs"):
+        tiny(attribute_embeddings=False)(inputs, labels=labels, causal=True, content_loss_weight=1.0)

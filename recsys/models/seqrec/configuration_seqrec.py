@@ -30,6 +30,7 @@ class SeqRecConfig(PretrainedConfig):
         text_embedding_dim: int = 0,
         text_encoder: str | None = None,
         text_max_tokens: int = 48,
+        id_dropout: float = 0.0,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -42,6 +43,8 @@ class SeqRecConfig(PretrainedConfig):
             problems.append(f"dropout must be in [0, 1), got {dropout}")
         if text_embedding_dim < 0:
             problems.append(f"text_embedding_dim must be ≥ 0 (0 = no text embeddings), got {text_embedding_dim}")
+        if not 0 <= id_dropout < 1:
+            problems.append(f"id_dropout must be in [0, 1), got {id_dropout}")
         if max_seq_len < 1:
             problems.append(f"max_seq_len must be ≥ 1, got {max_seq_len}")
         if problems:
@@ -63,6 +66,9 @@ class SeqRecConfig(PretrainedConfig):
         # must be embedded the same way at serving time (recsys.online.cold_start).
         self.text_encoder = text_encoder
         self.text_max_tokens = text_max_tokens
+        # Training only: each forward pass leaves this share of items' id embeddings out (DropoutNet,
+        # Volkovs et al. 2017), so content vectors alone rank well — what a cold item has.
+        self.id_dropout = id_dropout
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

@@ -42,6 +42,7 @@ class SeqRecLoss(ModelOutput):
     loss: torch.Tensor | None = None
     item_loss: torch.Tensor | None = None
     attribute_loss: torch.Tensor | None = None
+    content_loss: torch.Tensor | None = None
 
 
 class ItemEmbedding(nn.Module):
@@ -60,6 +61,7 @@ class ItemEmbedding(nn.Module):
         )
         if self.use_attributes:
             self.attribute_embedding = nn.Embedding(config.num_attributes + 1, config.hidden_size, padding_idx=0)
+        self.id_dropout = config.id_dropout
         self.use_text = config.text_embedding_dim > 0
         if self.use_text:
             # Frozen (a buffer, not a parameter): the optimizer never changes it, it travels in the weights.
@@ -67,15 +69,34 @@ class ItemEmbedding(nn.Module):
             self.text_projection = nn.Linear(config.text_embedding_dim, config.hidden_size, bias=False)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., H)
-        vec = self.id_embedding(item_ids)
+        text = self.item_text[item_ids] if self.use_text else None
+        ids = self.id_embedding(item_ids)
+        if self.training and self.id_dropout > 0:  # per item, not per position: the item is "new" in this pass
+            keep = torch.rand(self.id_embedding.num_embeddings, device=ids.device) >= self.id_dropout
+            ids = ids * keep[item_ids].unsqueeze(-1).to(ids.dtype)
+        return ids + self.content(self.item_attributes[item_ids], text)
+
+    def content(self, attributes: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., A) attribute indices (0 = none) and (..., D) text vectors → (..., H): the part of an
+        item vector that needs no trained id embedding. A trained item's vector is its id embedding
+        plus this; a product the model never saw (a cold target, a POST /items) is this alone."""
+        vec = torch.zeros(*attributes.shape[:-1], self.id_embedding.embedding_dim, device=attributes.device)
         if self.use_attributes:
-            attrs = self.item_attributes[item_ids]  # (..., A)
-            present = (attrs > 0).unsqueeze(-1).float()
-            summed = (self.attribute_embedding(attrs) * present).sum(-2)
+            present = (attributes > 0).unsqueeze(-1).float()
+            summed = (self.attribute_embedding(attributes) * present).sum(-2)
             vec = vec + summed / present.sum(-2).clamp(min=1.0)
-        if self.use_text:
-            vec = vec + self.text_projection(self.item_text[item_ids])
+        if self.use_text and text is not None:
+            vec = vec + self.text_projection(text)
         return vec
+
+    @property
+    def has_content(self) -> bool:
+        """Whether an item without an id embedding gets a vector at all (id-only models: no)."""
+        return self.use_attributes or self.use_text
+
+    def content_table(self) -> torch.Tensor:
+        """(N + 2, H) content vectors of every index: what each item would be without its id embedding."""
+        return self.content(self.item_attributes, self.item_text if self.use_text else None)
 
     def attribute_table(self) -> torch.Tensor:
         """Vectors of every attribute index 0..A (called through __call__ for ZeRO-3, like catalog)."""
@@ -223,19 +244,40 @@ class SeqRecModel(PreTrainedModel):
         target = torch.zeros(len(attrs), table.shape[0], device=logits.device).scatter_(1, attrs, 1.0)[:, 1:]
         return F.binary_cross_entropy_with_logits(logits, target)
 
+    def _content_loss(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the labelled positions against the catalog's content vectors alone
+        (`ItemEmbedding.content`: attributes + projected text, no id embedding): the state must
+        find the item by what it is, as it must for a product it never saw. In pretraining this is
+        the text-alignment objective (the masked position's state against the item's text)."""
+        if not self.items.has_content:
+            raise ValueError("content_loss_weight > 0 needs a model with attribute embeddings or text features")
+        table = self.items.content_table()
+        picked = labels > 0
+        if not picked.any():
+            return (states[:, -1] @ table.T).sum() * 0.0
+        logits = states[picked] @ table.T
+        logits[:, self.config.pad_index] = float("-inf")
+        logits[:, self.config.mask_index] = float("-inf")
+        return F.cross_entropy(logits, labels[picked])
+
+    def _with_extras(self, states, labels, item_loss, attribute_loss_weight: float, content_loss_weight: float) -> SeqRecLoss:
+        out = SeqRecLoss(loss=item_loss, item_loss=item_loss)
+        if attribute_loss_weight > 0:
+            out.attribute_loss = self._attribute_loss(states, labels)
+            out.loss = out.loss + attribute_loss_weight * out.attribute_loss
+        if content_loss_weight > 0:
+            out.content_loss = self._content_loss(states, labels)
+            out.loss = out.loss + content_loss_weight * out.content_loss
+        return out
+
     def masked_item_loss(
-        self, input_ids: torch.Tensor, labels: torch.Tensor, attribute_loss_weight: float = 0.0
+        self, input_ids: torch.Tensor, labels: torch.Tensor, attribute_loss_weight: float = 0.0,
+        content_loss_weight: float = 0.0,
     ) -> SeqRecLoss:
         """Cloze objective: predict the original item at [MASK] positions (labels 0 elsewhere), plus,
-        weighted, its attributes."""
+        weighted, its attributes and its content vector."""
         states = self.encode(input_ids, causal=False)
-        item_loss = self._item_loss(states, labels)
-        if attribute_loss_weight <= 0:
-            return SeqRecLoss(loss=item_loss, item_loss=item_loss)
-        attribute_loss = self._attribute_loss(states, labels)
-        return SeqRecLoss(
-            loss=item_loss + attribute_loss_weight * attribute_loss, item_loss=item_loss, attribute_loss=attribute_loss
-        )
+        return self._with_extras(states, labels, self._item_loss(states, labels), attribute_loss_weight, content_loss_weight)
 
     def next_item_loss(
         self,
@@ -243,10 +285,12 @@ class SeqRecModel(PreTrainedModel):
         labels: torch.Tensor,
         negatives: torch.Tensor | None = None,
         log_q: torch.Tensor | None = None,
+        content_loss_weight: float = 0.0,
     ) -> SeqRecLoss:
-        """Next-item cross-entropy at every non-padded position (full or sampled softmax)."""
-        loss = self._item_loss(self.encode(input_ids, causal=True), labels, negatives, log_q)
-        return SeqRecLoss(loss=loss, item_loss=loss)
+        """Next-item cross-entropy at every non-padded position (full or sampled softmax), plus,
+        weighted, the same targets against the content vectors alone."""
+        states = self.encode(input_ids, causal=True)
+        return self._with_extras(states, labels, self._item_loss(states, labels, negatives, log_q), 0.0, content_loss_weight)
 
     def forward(
         self,
@@ -256,14 +300,15 @@ class SeqRecModel(PreTrainedModel):
         negatives: torch.Tensor | None = None,
         log_q: torch.Tensor | None = None,
         attribute_loss_weight: float = 0.0,
+        content_loss_weight: float = 0.0,
     ):
         """Without labels: next-item scores from the last position, (B, L) → (B, N + 2).
         With labels: a `SeqRecLoss` (causal: next-item; bidirectional: masked items and attributes)."""
         if labels is None:
             return self.score_next(input_ids)
         if causal:
-            return self.next_item_loss(input_ids, labels, negatives, log_q)
-        return self.masked_item_loss(input_ids, labels, attribute_loss_weight)
+            return self.next_item_loss(input_ids, labels, negatives, log_q, content_loss_weight)
+        return self.masked_item_loss(input_ids, labels, attribute_loss_weight, content_loss_weight)
 
     @torch.no_grad()
     def score_next(self, input_ids: torch.Tensor) -> torch.Tensor:

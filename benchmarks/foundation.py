@@ -1,0 +1,205 @@
+"""What each part of the foundation model buys: id-only, + attributes, + text, + pretraining,
++ pooled pretraining, on Online Retail (titles, time split), MovieLens-100k (titles and genres,
+time split) and Amazon Beauty (attributes, no titles, leave-one-out). One run per row, each the
+dataset's config (configs/*.yaml) with the row's overrides, evaluated by the same harness
+(recsys/eval/segments.py: full ranking over known and cold items, history excluded) on all
+targets, cold targets, long-tail targets and short-history users, beside popularity and the
+newest-popular baseline.
+
+    python -m benchmarks.foundation [--datasets online_retail movielens beauty] [--rows id_only text ...]
+
+Writes benchmarks/results/foundation.json after every row (rows of earlier runs that this one does
+not redo are kept), with flat keys `<dataset>.<row>.<segment>.<metric>` such as
+`online_retail.text.cold.hr@10`, and the issue's targets checked at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from recsys import stages
+from recsys.config import load_config
+from recsys.runtime import init_ray, quiet_ray_data
+
+OUT = Path(__file__).resolve().parent / "results" / "foundation.json"
+METRICS = ("hr@10", "ndcg@10")
+SEGMENTS = ("all", "known", "cold", "long_tail", "short_history")
+DATASETS = {  # name → config, what its catalog carries, and the file that must exist
+    "online_retail": {"config": "configs/online-retail.yaml", "attributes": False, "text": True,
+                      "file": lambda c: Path(c.data.online_retail_dir, "online_retail.parquet")},
+    "movielens": {"config": "configs/movielens.yaml", "attributes": True, "text": True,
+                  "file": lambda c: Path(c.data.movielens_dir, "ml-100k.inter")},
+    "beauty": {"config": "configs/beauty.yaml", "attributes": True, "text": False,
+               "file": lambda c: Path(c.data.beauty_dir, "Beauty.txt")},
+}
+ROWS = ("id_only", "attributes", "text", "pretraining", "pooled")
+
+
+def row_overrides(row: str, spec: dict) -> list[str] | str:
+    """The row's config overrides, or why the row does not apply to this dataset."""
+    text = spec["text"]
+    if row == "id_only":
+        return ["model.attribute_embeddings=false", "model.text_features=false", "pretrain.enabled=false"]
+    if row == "attributes":
+        if not spec["attributes"]:
+            return "the catalog has no attributes (the id-only row is this row)"
+        return ["model.attribute_embeddings=true", "model.text_features=false", "pretrain.enabled=false"]
+    if row == "text":
+        return "the catalog has no titles" if not text else ["model.text_features=true", "pretrain.enabled=false"]
+    if row == "pretraining":  # the best item representation the catalog allows, pretrained on this shop's logs
+        return [f"model.text_features={str(text).lower()}", "pretrain.enabled=true"]
+    if row == "pooled":
+        return "the catalog has no titles: no item representation is shared with other shops" if not text else \
+            ["model.text_features=true", "pretrain.enabled=false"]
+    raise ValueError(f"unknown row {row!r}; use one of {ROWS}")
+
+
+def run_row(name: str, row: str, overrides: list[str], extra: list[str], init_from=None) -> dict:
+    spec = DATASETS[name]
+    started = time.time()
+    cfg = load_config(spec["config"], [f"run_name=foundation-{name}-{row}", *overrides, *extra])
+    init_ray(cfg.cluster)
+    quiet_ray_data()
+    dataset = stages.prepare(cfg)
+    pre = stages.pretrain(cfg, dataset) if init_from is None else None
+    fine = stages.finetune(cfg, dataset, init_from=init_from or (pre.model_path if pre else None))
+    report = stages.evaluate(cfg, fine.model_path)
+    seg = report["segments"]
+    return {
+        "overrides": overrides + extra,
+        "wall_s": round(time.time() - started, 1),
+        "segments": seg["model"],
+        "cannot_rank_cold": seg["cannot_rank_cold"],
+        "candidates": seg["candidates"],
+        "baselines": {k: seg[k] for k in ("popularity", "newest_popular") if k in seg},
+        "exported_epoch": report["training"]["finetune"]["exported_epoch"],
+        "curves": {"finetune": [{k: h.get(k) for k in ("epoch", "loss", "valid_ndcg@10")} for h in fine.metrics["history"]],
+                   "pretrain": [{k: h.get(k) for k in ("epoch", "loss")} for h in (pre.metrics["history"] if pre else [])]},
+        "report": report["path"],
+    }
+
+
+POOL = ("online_retail", "movielens")  # the shops with titles: their item vectors share one text space
+
+
+def pooled_pretrained(name: str, extra: list[str]) -> Path:
+    """Masked-item pretraining over the pooled training periods of every shop in POOL
+    (recsys/data/pooled.py), with `name`'s model and pretrain settings; returns the export path."""
+    import hashlib
+
+    import yaml
+
+    from recsys.config import apply_overrides, validate_config
+    from recsys.data.pooled import pool_logs, pooled_config
+
+    datasets = []
+    for shop in POOL:
+        cfg = load_config(DATASETS[shop]["config"], [*row_overrides("text", DATASETS[shop]), *extra])
+        init_ray(cfg.cluster)
+        datasets.append(stages.prepare(cfg))
+    cfg = load_config(DATASETS[name]["config"], extra)
+    key = hashlib.sha256("|".join(str(d.path) for d in datasets).encode()).hexdigest()[:10]
+    events, catalog = pool_logs(datasets, cfg.artifacts_root / "pooled_logs" / key)
+    raw = apply_overrides(yaml.safe_load(Path(DATASETS[name]["config"]).read_text()),
+                          ["model.text_features=true", "pretrain.enabled=true", *extra])
+    pooled = validate_config(pooled_config(raw, events, catalog, f"pooled-{'-'.join(POOL)}-for-{name}"))
+    print(f"== pooled pretraining over {', '.join(POOL)} ({events})", flush=True)
+    return stages.pretrain(pooled, stages.prepare(pooled)).model_path
+
+
+def flat(results: dict) -> dict[str, float]:
+    out = {}
+    for name, rows in results.items():
+        for row, r in rows.items():
+            if "segments" not in r:
+                continue
+            for seg in SEGMENTS:
+                for m in METRICS:
+                    if m in r["segments"].get(seg, {}):
+                        out[f"{name}.{row}.{seg}.{m}"] = r["segments"][seg][m]
+            for base, segs in r["baselines"].items():
+                for seg in SEGMENTS:
+                    for m in METRICS:
+                        if m in segs.get(seg, {}):
+                            out.setdefault(f"{name}.{base}.{seg}.{m}", segs[seg][m])
+    return out
+
+
+def targets(keys: dict[str, float]) -> dict:
+    def ratio(a: str, b: str):
+        return round(keys[a] / keys[b], 3) if a in keys and keys.get(b) else None
+
+    pretrain = {}
+    for name in DATASETS:
+        for row in ("pretraining", "pooled"):
+            for seg in ("cold", "long_tail", "short_history"):
+                r = ratio(f"{name}.{row}.{seg}.ndcg@10", f"{name}.text.{seg}.ndcg@10") if DATASETS[name]["text"] else \
+                    ratio(f"{name}.{row}.{seg}.ndcg@10", f"{name}.attributes.{seg}.ndcg@10")
+                if r is not None:
+                    pretrain[f"{name}.{row}.{seg}"] = r
+    cold = ratio("online_retail.text.cold.hr@10", "online_retail.newest_popular.cold.hr@10")
+    text_all = {n: ratio(f"{n}.text.all.ndcg@10", f"{n}.id_only.all.ndcg@10") for n in ("online_retail", "movielens")}
+    return {
+        "online_retail_cold_hr10_vs_newest_popular": {"ratio": cold, "target": 2.0, "met": cold is not None and cold >= 2.0},
+        "text_all_ndcg10_vs_id_only": {n: {"ratio": v, "target": 1.03, "met": v is not None and v >= 1.03} for n, v in text_all.items()},
+        "pretraining_ndcg10_vs_no_pretraining": {"ratios": pretrain, "target": 1.05,
+                                                 "met": any(v >= 1.05 for v in pretrain.values())},
+    }
+
+
+def table(results: dict) -> str:
+    lines = [f"{'dataset / row':34}" + "".join(f"{s[:10] + ' ' + m:>20}" for s in ("all", "cold", "long_tail", "short_history")
+                                                for m in ("hr@10",)) + f"{'all ndcg@10':>14}{'wall s':>9}"]
+    for name, rows in results.items():
+        baselines = next((r["baselines"] for r in rows.values() if "baselines" in r), {})
+        for label, r in [*rows.items(), *baselines.items()]:
+            if "skipped" in r:
+                lines.append(f"{name + ' / ' + label:34}  n/a: {r['skipped']}")
+                continue
+            segs = r.get("segments", r)
+            cells = "".join(f"{segs.get(s, {}).get('hr@10', float('nan')):20.4f}" for s in ("all", "cold", "long_tail", "short_history"))
+            lines.append(f"{name + ' / ' + label:34}{cells}{segs['all'].get('ndcg@10', float('nan')):14.4f}{r.get('wall_s', ''):>9}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every row (a smoke run: --set finetune.epochs=1)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = previous.get("results", {})
+    for name in args.datasets:
+        spec = DATASETS[name]
+        if not spec["file"](load_config(spec["config"])).is_file():
+            print(f"{name}: data not found; this benchmark needs ../shared/datasets", file=sys.stderr)
+            return 1
+        for row in args.rows:
+            overrides = row_overrides(row, spec)
+            if isinstance(overrides, str):
+                results.setdefault(name, {})[row] = {"skipped": overrides}
+                continue
+            init_from = pooled_pretrained(name, args.extra) if row == "pooled" else None
+            print(f"== {name} / {row}: {' '.join(overrides + args.extra)}", flush=True)
+            results.setdefault(name, {})[row] = run_row(name, row, overrides, args.extra, init_from)
+            keys = flat(results)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({**keys, "targets": targets(keys), "results": results,
+                                            "protocol": "time split (Online Retail, MovieLens) / leave-one-out (Beauty); "
+                                            "full ranking over known + cold items, history excluded; test split",
+                                            "smoke": bool(args.extra), "machine": "2 CPU cores, no GPU"}, indent=2) + "\n")
+            print(table(results), flush=True)
+    print(json.dumps(targets(flat(results)), indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
