@@ -36,26 +36,39 @@ DATASETS = {  # name → config, what its catalog carries, and the file that mus
     "beauty": {"config": "configs/beauty.yaml", "attributes": True, "text": False,
                "file": lambda c: Path(c.data.beauty_dir, "Beauty.txt")},
 }
-ROWS = ("id_only", "attributes", "text", "pretraining", "pooled")
+ROWS = ("id_only", "attributes", "id_text", "text_only", "pretraining", "pooled")
 
 
 def row_overrides(row: str, spec: dict) -> list[str] | str:
-    """The row's config overrides, or why the row does not apply to this dataset."""
-    text = spec["text"]
+    """The row's config overrides, or why the row does not apply to this dataset.
+
+    id_only: id embeddings alone (SASRec's item representation); attributes: + attribute embeddings;
+    id_text: + the projected text vector; text_only: attributes + text with no id embedding (a new
+    product is scored exactly like a trained one). pretraining: the recipe's representation (the
+    dataset config's; text where the catalog has it) after masked-item pretraining on this shop's
+    logs; pooled: the same after masked-item pretraining on the pooled logs of the POOL shops."""
+    attrs, text = str(spec["attributes"]).lower(), spec["text"]
+    off = ["pretrain.enabled=false", "model.id_dropout=0"]
     if row == "id_only":
-        return ["model.attribute_embeddings=false", "model.text_features=false", "pretrain.enabled=false"]
+        return ["model.attribute_embeddings=false", "model.text_features=false", "model.item_ids=true", *off]
     if row == "attributes":
         if not spec["attributes"]:
             return "the catalog has no attributes (the id-only row is this row)"
-        return ["model.attribute_embeddings=true", "model.text_features=false", "pretrain.enabled=false"]
-    if row == "text":
-        return "the catalog has no titles" if not text else ["model.text_features=true", "pretrain.enabled=false"]
-    if row == "pretraining":  # the best item representation the catalog allows, pretrained on this shop's logs
-        return [f"model.text_features={str(text).lower()}", "pretrain.enabled=true"]
-    if row == "pooled":
-        return "the catalog has no titles: no item representation is shared with other shops" if not text else \
-            ["model.text_features=true", "pretrain.enabled=false"]
+        return ["model.attribute_embeddings=true", "model.text_features=false", "model.item_ids=true", *off]
+    if not text and row in ("id_text", "text_only", "pooled"):
+        return "the catalog has no titles" + (": no item representation is shared with other shops" if row == "pooled" else "")
+    if row in ("id_text", "text_only"):
+        return [f"model.attribute_embeddings={attrs}", "model.text_features=true",
+                f"model.item_ids={'true' if row == 'id_text' else 'false'}", *off]
+    if row in ("pretraining", "pooled"):  # the recipe's item representation, as the dataset config sets it
+        return [f"model.attribute_embeddings={attrs}", f"model.text_features={str(text).lower()}", "model.id_dropout=0",
+                f"pretrain.enabled={'true' if row == 'pretraining' else 'false'}"]
     raise ValueError(f"unknown row {row!r}; use one of {ROWS}")
+
+
+def text_row(name: str) -> str:
+    """The text row of the recipe: the representation the dataset config chose on its valid split."""
+    return "id_text" if load_config(DATASETS[name]["config"]).model.item_ids else "text_only"
 
 
 def run_row(name: str, row: str, overrides: list[str], extra: list[str], init_from=None) -> dict:
@@ -98,22 +111,26 @@ def pooled_pretrained(name: str, extra: list[str]) -> Path:
 
     datasets = []
     for shop in POOL:
-        cfg = load_config(DATASETS[shop]["config"], [*row_overrides("text", DATASETS[shop]), *extra])
+        cfg = load_config(DATASETS[shop]["config"], [*row_overrides("pooled", DATASETS[shop]), *extra])
         init_ray(cfg.cluster)
         datasets.append(stages.prepare(cfg))
     cfg = load_config(DATASETS[name]["config"], extra)
     key = hashlib.sha256("|".join(str(d.path) for d in datasets).encode()).hexdigest()[:10]
     events, catalog = pool_logs(datasets, cfg.artifacts_root / "pooled_logs" / key)
+    overrides = [o for o in row_overrides("pooled", DATASETS[name]) if not o.startswith("pretrain.enabled")]
     raw = apply_overrides(yaml.safe_load(Path(DATASETS[name]["config"]).read_text()),
-                          ["model.text_features=true", "pretrain.enabled=true", *extra])
+                          [*overrides, "pretrain.enabled=true", *extra])
     pooled = validate_config(pooled_config(raw, events, catalog, f"pooled-{'-'.join(POOL)}-for-{name}"))
     print(f"== pooled pretraining over {', '.join(POOL)} ({events})", flush=True)
     return stages.pretrain(pooled, stages.prepare(pooled)).model_path
 
 
 def flat(results: dict) -> dict[str, float]:
+    """`<dataset>.<row>.<segment>.<metric>`; `<dataset>.text.…` is the recipe's text row (text_row)."""
     out = {}
     for name, rows in results.items():
+        if DATASETS[name]["text"] and text_row(name) in rows:
+            rows = {**rows, "text": rows[text_row(name)]}
         for row, r in rows.items():
             if "segments" not in r:
                 continue
@@ -186,9 +203,15 @@ def main() -> int:
             if isinstance(overrides, str):
                 results.setdefault(name, {})[row] = {"skipped": overrides}
                 continue
+            started = time.time()
             init_from = pooled_pretrained(name, args.extra) if row == "pooled" else None
+            pooled_s = round(time.time() - started, 1)
             print(f"== {name} / {row}: {' '.join(overrides + args.extra)}", flush=True)
-            results.setdefault(name, {})[row] = run_row(name, row, overrides, args.extra, init_from)
+            result = run_row(name, row, overrides, args.extra, init_from)
+            if init_from is not None:  # the pooled pretraining is part of the row's cost
+                result.update({"pooled_pretrain_s": pooled_s, "wall_s": round(result["wall_s"] + pooled_s, 1),
+                               "pooled_model": str(init_from)})
+            results.setdefault(name, {})[row] = result
             keys = flat(results)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({**keys, "targets": targets(keys), "results": results,

@@ -148,6 +148,10 @@ class ModelConfig(_Section):
         "needs a catalog with titles",
     )
     text_max_tokens: int = Field(48, ge=8, le=512, description="text_features: tokens of an item's text the encoder reads")
+    item_ids: bool = Field(
+        True, description="learn an id embedding per item; false: an item is its content alone (attributes, text), so "
+        "a product the model never saw is scored exactly like a trained one",
+    )
     id_dropout: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="training only: the share of items whose id embedding is left out of each forward pass, so the "
@@ -156,6 +160,9 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _id_dropout_needs_content(self) -> ModelConfig:
+        if not self.item_ids and not (self.attribute_embeddings or self.text_features):
+            raise ValueError("model.item_ids: false needs model.attribute_embeddings or model.text_features: "
+                             "without them an item has no vector at all")
         if self.id_dropout and not (self.attribute_embeddings or self.text_features):
             raise ValueError("model.id_dropout > 0 needs model.attribute_embeddings or model.text_features: "
                              "without them a dropped item has no vector at all")

@@ -30,7 +30,7 @@ def explain(retriever: Retriever, ranker: CTRRanker | None, catalog: Catalog, hi
     u = torch.as_tensor(retriever.user_vectors([history])[0])
     emb = model.items
     fresh = item > retriever.n_model
-    parts = [{"attribute": "item id", "contribution": 0.0 if fresh else float(u @ emb.id_embedding.weight[item])}]
+    parts = [{"attribute": "item id", "contribution": 0.0 if fresh or not emb.use_ids else float(u @ emb.id_embedding.weight[item])}]
     if emb.use_attributes:
         attrs = torch.as_tensor(catalog.rows[item]["attribute_indices"]) if fresh else emb.item_attributes[item]
         present = attrs[attrs > 0]

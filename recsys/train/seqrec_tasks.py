@@ -227,6 +227,7 @@ def model_config_kwargs(cfg: RecsysConfig, dataset: Dataset, text_dim: int = 0) 
         "max_seq_len": cfg.data.max_seq_len,
         "attribute_embeddings": m.attribute_embeddings,
         "id_dropout": m.id_dropout,
+        "item_ids": m.item_ids,
     }
 
 

@@ -160,3 +160,20 @@ def test_id_dropout_without_content_is_refused():
 
     with pytest.raises(ValueError, match="id_dropout > 0 needs model.attribute_embeddings or model.text_features"):
         ModelConfig(id_dropout=0.3, attribute_embeddings=False, text_features=False)
+
+
+def test_a_content_only_model_scores_a_new_product_exactly_like_a_trained_one():
+    from recsys.config import ModelConfig
+    from recsys.models import SeqRecConfig, SeqRecModel
+    from recsys.online.cold_start import cold_vector
+
+    torch.manual_seed(0)
+    m = SeqRecModel(SeqRecConfig(num_items=6, num_attributes=0, hidden_size=8, num_heads=2, max_seq_len=4,
+                                 text_embedding_dim=3, item_ids=False)).eval()
+    m.set_item_text_embeddings(torch.randn(8, 3))
+    ids = torch.arange(1, 7)
+    assert torch.allclose(m.items(ids), m.items.content(m.items.item_attributes[ids], m.items.item_text[ids]))
+    assert torch.allclose(m.items(torch.tensor([3]))[0], torch.from_numpy(cold_vector(m.items, [], m.items.item_text[3].numpy())))
+    assert m.items(torch.tensor([7])).abs().sum() > 0  # [MASK] keeps its learned vector
+    with pytest.raises(ValueError, match="item_ids: false needs"):
+        ModelConfig(item_ids=False, attribute_embeddings=False, text_features=False)

@@ -31,6 +31,7 @@ class SeqRecConfig(PretrainedConfig):
         text_encoder: str | None = None,
         text_max_tokens: int = 48,
         id_dropout: float = 0.0,
+        item_ids: bool = True,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -69,6 +70,8 @@ class SeqRecConfig(PretrainedConfig):
         # Training only: each forward pass leaves this share of items' id embeddings out (DropoutNet,
         # Volkovs et al. 2017), so content vectors alone rank well — what a cold item has.
         self.id_dropout = id_dropout
+        # False: no per-item id vector (only [MASK] keeps one); items are their content alone.
+        self.item_ids = item_ids
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

@@ -62,6 +62,7 @@ class ItemEmbedding(nn.Module):
         if self.use_attributes:
             self.attribute_embedding = nn.Embedding(config.num_attributes + 1, config.hidden_size, padding_idx=0)
         self.id_dropout = config.id_dropout
+        self.use_ids, self.mask_index = config.item_ids, config.num_items + 1
         self.use_text = config.text_embedding_dim > 0
         if self.use_text:
             # Frozen (a buffer, not a parameter): the optimizer never changes it, it travels in the weights.
@@ -71,7 +72,9 @@ class ItemEmbedding(nn.Module):
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., H)
         text = self.item_text[item_ids] if self.use_text else None
         ids = self.id_embedding(item_ids)
-        if self.training and self.id_dropout > 0:  # per item, not per position: the item is "new" in this pass
+        if not self.use_ids:  # content-only items; [MASK] alone keeps its learned vector
+            ids = ids * (item_ids == self.mask_index).unsqueeze(-1).to(ids.dtype)
+        elif self.training and self.id_dropout > 0:  # per item, not per position: the item is "new" in this pass
             keep = torch.rand(self.id_embedding.num_embeddings, device=ids.device) >= self.id_dropout
             ids = ids * keep[item_ids].unsqueeze(-1).to(ids.dtype)
         return ids + self.content(self.item_attributes[item_ids], text)
