@@ -27,7 +27,7 @@ from recsys.runtime import init_ray, quiet_ray_data
 
 OUT = Path(__file__).resolve().parent / "results" / "foundation.json"
 METRICS = ("hr@10", "ndcg@10")
-SEGMENTS = ("all", "known", "cold", "long_tail", "short_history")
+SEGMENTS = ("all", "known", "cold", "long_tail", "short_history", "cold_among_new")
 DATASETS = {  # name → config, what its catalog carries, and the file that must exist
     "online_retail": {"config": "configs/online-retail.yaml", "attributes": False, "text": True,
                       "file": lambda c: Path(c.data.online_retail_dir, "online_retail.parquet")},
@@ -61,8 +61,12 @@ def row_overrides(row: str, spec: dict) -> list[str] | str:
         return [f"model.attribute_embeddings={attrs}", "model.text_features=true",
                 f"model.item_ids={'true' if row == 'id_text' else 'false'}", *off]
     if row in ("pretraining", "pooled"):  # the recipe's item representation, as the dataset config sets it
-        return [f"model.attribute_embeddings={attrs}", f"model.text_features={str(text).lower()}", "model.id_dropout=0",
-                f"pretrain.enabled={'true' if row == 'pretraining' else 'false'}"]
+        out = [f"model.attribute_embeddings={attrs}", f"model.text_features={str(text).lower()}", "model.id_dropout=0",
+               "pretrain.enabled=true"]
+        if row == "pooled":  # this shop's training period pooled with the other POOL shops' (recsys.stages.pretraining_run)
+            others = [DATASETS[n]["config"] for n in POOL if DATASETS[n]["config"] != spec["config"]]
+            out.append(f"pretrain.pool_with=[{', '.join(others)}]")
+        return out
     raise ValueError(f"unknown row {row!r}; use one of {ROWS}")
 
 
@@ -71,15 +75,28 @@ def text_row(name: str) -> str:
     return "id_text" if load_config(DATASETS[name]["config"]).model.item_ids else "text_only"
 
 
-def run_row(name: str, row: str, overrides: list[str], extra: list[str], init_from=None) -> dict:
+def rescore(name: str, row: str, result: dict) -> dict:
+    """The row's exported model evaluated again by the current segment code (no training)."""
+    from recsys.artifacts import ModelExport
+    from recsys.eval.segments import segment_report
+    from recsys.models import SeqRecModel
+
+    cfg = load_config(DATASETS[name]["config"], [f"run_name=foundation-{name}-{row}", *result["overrides"]])
+    model_path = json.loads(Path(result["report"]).read_text())["model"]
+    seg = segment_report(cfg, SeqRecModel.from_pretrained(model_path), ModelExport.load(model_path).dataset())
+    return {**result, "segments": seg["model"], "cannot_rank_cold": seg["cannot_rank_cold"],
+            "baselines": {k: seg[k] for k in ("popularity", "newest_popular") if k in seg}}
+
+
+def run_row(name: str, row: str, overrides: list[str], extra: list[str]) -> dict:
     spec = DATASETS[name]
     started = time.time()
     cfg = load_config(spec["config"], [f"run_name=foundation-{name}-{row}", *overrides, *extra])
     init_ray(cfg.cluster)
     quiet_ray_data()
     dataset = stages.prepare(cfg)
-    pre = stages.pretrain(cfg, dataset) if init_from is None else None
-    fine = stages.finetune(cfg, dataset, init_from=init_from or (pre.model_path if pre else None))
+    pre = stages.pretrain(cfg, dataset)  # pooled with other shops' logs when pretrain.pool_with says so
+    fine = stages.finetune(cfg, dataset, init_from=pre.model_path if pre else None)
     report = stages.evaluate(cfg, fine.model_path)
     seg = report["segments"]
     return {
@@ -97,32 +114,6 @@ def run_row(name: str, row: str, overrides: list[str], extra: list[str], init_fr
 
 
 POOL = ("online_retail", "movielens")  # the shops with titles: their item vectors share one text space
-
-
-def pooled_pretrained(name: str, extra: list[str]) -> Path:
-    """Masked-item pretraining over the pooled training periods of every shop in POOL
-    (recsys/data/pooled.py), with `name`'s model and pretrain settings; returns the export path."""
-    import hashlib
-
-    import yaml
-
-    from recsys.config import apply_overrides, validate_config
-    from recsys.data.pooled import pool_logs, pooled_config
-
-    datasets = []
-    for shop in POOL:
-        cfg = load_config(DATASETS[shop]["config"], [*row_overrides("pooled", DATASETS[shop]), *extra])
-        init_ray(cfg.cluster)
-        datasets.append(stages.prepare(cfg))
-    cfg = load_config(DATASETS[name]["config"], extra)
-    key = hashlib.sha256("|".join(str(d.path) for d in datasets).encode()).hexdigest()[:10]
-    events, catalog = pool_logs(datasets, cfg.artifacts_root / "pooled_logs" / key)
-    overrides = [o for o in row_overrides("pooled", DATASETS[name]) if not o.startswith("pretrain.enabled")]
-    raw = apply_overrides(yaml.safe_load(Path(DATASETS[name]["config"]).read_text()),
-                          [*overrides, "pretrain.enabled=true", *extra])
-    pooled = validate_config(pooled_config(raw, events, catalog, f"pooled-{'-'.join(POOL)}-for-{name}"))
-    print(f"== pooled pretraining over {', '.join(POOL)} ({events})", flush=True)
-    return stages.pretrain(pooled, stages.prepare(pooled)).model_path
 
 
 def flat(results: dict) -> dict[str, float]:
@@ -183,6 +174,15 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write(out: Path, results: dict, smoke: bool) -> None:
+    keys = flat(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**keys, "targets": targets(keys), "results": results,
+                               "protocol": "time split (Online Retail, MovieLens) / leave-one-out (Beauty); full ranking "
+                               "over known + cold items, history excluded; test split",
+                               "smoke": smoke, "machine": "2 CPU cores, no GPU"}, indent=2) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -190,9 +190,14 @@ def main() -> int:
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every row (a smoke run: --set finetune.epochs=1)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--rescore", action="store_true",
+                        help="evaluate the rows already in --out again (their exported models; no training)")
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results = previous.get("results", {})
+    if args.rescore:
+        results = {n: {row: rescore(n, row, r) if "report" in r else r for row, r in rows.items()} for n, rows in results.items()}
+        args.datasets = []
     for name in args.datasets:
         spec = DATASETS[name]
         if not spec["file"](load_config(spec["config"])).is_file():
@@ -203,22 +208,13 @@ def main() -> int:
             if isinstance(overrides, str):
                 results.setdefault(name, {})[row] = {"skipped": overrides}
                 continue
-            started = time.time()
-            init_from = pooled_pretrained(name, args.extra) if row == "pooled" else None
-            pooled_s = round(time.time() - started, 1)
             print(f"== {name} / {row}: {' '.join(overrides + args.extra)}", flush=True)
-            result = run_row(name, row, overrides, args.extra, init_from)
-            if init_from is not None:  # the pooled pretraining is part of the row's cost
-                result.update({"pooled_pretrain_s": pooled_s, "wall_s": round(result["wall_s"] + pooled_s, 1),
-                               "pooled_model": str(init_from)})
-            results.setdefault(name, {})[row] = result
-            keys = flat(results)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({**keys, "targets": targets(keys), "results": results,
-                                            "protocol": "time split (Online Retail, MovieLens) / leave-one-out (Beauty); "
-                                            "full ranking over known + cold items, history excluded; test split",
-                                            "smoke": bool(args.extra), "machine": "2 CPU cores, no GPU"}, indent=2) + "\n")
+            results.setdefault(name, {})[row] = run_row(name, row, overrides, args.extra)
+            write(args.out, results, smoke=bool(args.extra))
             print(table(results), flush=True)
+    if args.rescore:
+        write(args.out, results, smoke=previous.get("smoke", False))
+        print(table(results))
     print(json.dumps(targets(flat(results)), indent=2))
     print(f"wrote {args.out}")
     return 0

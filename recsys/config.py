@@ -246,6 +246,19 @@ class PretrainConfig(TrainStageConfig):
         0.0, ge=0.0, description="text alignment: weight of predicting each masked item from its content vector "
         "alone (attributes + projected text, no id embedding) beside masked items (0 = off)",
     )
+    pool_with: list[str] = Field(
+        default_factory=list,
+        description="config files of other shops (time-split, with titles) whose training periods are pooled with "
+        "this shop's for pretraining (recsys/data/pooled.py); finetune then starts from the pooled model, its "
+        "transformer and text projection shared, item rows matched by id. Needs model.text_features: true",
+    )
+
+    @model_validator(mode="after")
+    def _pooled_configs_exist(self) -> PretrainConfig:
+        missing = [p for p in self.pool_with if not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"pretrain.pool_with: no config file at {missing}; give the paths of the other shops' configs")
+        return self
 
 
 class FinetuneConfig(ValidatedStageConfig):
@@ -453,6 +466,12 @@ class RecsysConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @model_validator(mode="after")
+    def _pooling_needs_text(self) -> RecsysConfig:
+        if self.pretrain.pool_with and not self.model.text_features:
+            raise ValueError("pretrain.pool_with needs model.text_features: true (the item text is what the shops share)")
+        return self
 
     def section_hash(self, *sections: str) -> str:
         """Short stable hash of the named sections: names dataset and model versions."""

@@ -14,7 +14,7 @@ from recsys.config import RecsysConfig
 from recsys.entrypoints import PIPELINE_STAGES  # noqa: F401 - re-exported: the stages, in order
 
 __all__ = ["PIPELINE_STAGES", "build_servable", "ctr", "evaluate", "finetune", "index", "latest_dataset", "prepare",
-           "pretrain", "search"]
+           "pretrain", "pretraining_run", "search"]
 
 
 def prepare(cfg: RecsysConfig) -> Dataset:
@@ -29,21 +29,48 @@ def latest_dataset(cfg: RecsysConfig) -> Dataset:
     return ArtifactStore.of(cfg).latest("dataset", dataset_name=dataset_name(cfg))
 
 
+def pretraining_run(cfg: RecsysConfig, dataset: Dataset) -> tuple[RecsysConfig, Dataset]:
+    """The config and dataset the pretrain stage trains on: this shop's own, or, with
+    `pretrain.pool_with`, the pooled training periods of this shop and the listed ones
+    (recsys/data/pooled.py), under the run `<run_name>-pooled` with this config's model and
+    pretrain settings. Deterministic: finetune calls it again to find the pooled model."""
+    if not cfg.pretrain.pool_with:
+        return cfg, dataset
+    import hashlib
+
+    from recsys.config import load_config, validate_config
+    from recsys.data.pooled import pool_logs, pooled_config
+
+    shops = [dataset] + [prepare(load_config(path, [f"artifacts.root={cfg.artifacts_root}"])) for path in cfg.pretrain.pool_with]
+    key = hashlib.sha256("|".join(str(d.path) for d in shops).encode()).hexdigest()[:12]
+    events, catalog = pool_logs(shops, cfg.artifacts_root / "pooled_logs" / key)
+    raw = cfg.model_dump(mode="json")
+    raw["pretrain"]["pool_with"] = []
+    name = "pooled-" + "-".join(sorted(d.manifest["name"] for d in shops))
+    pooled = validate_config(pooled_config(raw, events, catalog, name) | {"run_name": f"{cfg.run_name}-pooled"})
+    return pooled, prepare(pooled)
+
+
 def pretrain(cfg: RecsysConfig, dataset: Dataset | None = None):
+    """Masked-item pretraining on this shop's training split, or on the pooled logs of several
+    shops (`pretrain.pool_with`)."""
     from recsys.train.trainer import run_stage
 
     if not cfg.pretrain.enabled:
         return None
-    return run_stage(cfg, "pretrain", dataset or latest_dataset(cfg))
+    on_cfg, on_data = pretraining_run(cfg, dataset or latest_dataset(cfg))
+    return run_stage(on_cfg, "pretrain", on_data)
 
 
 def finetune(cfg: RecsysConfig, dataset: Dataset | None = None, init_from: Path | None = None):
-    """Next-item fine-tuning, from the latest pretrained model of the same dataset when pretraining is on."""
+    """Next-item fine-tuning, from the latest model pretrained for this dataset when pretraining is
+    on (a pooled one is matched to this shop's vocabulary by item id: recsys/train/transfer.py)."""
     from recsys.train.trainer import run_stage
 
     dataset = dataset or latest_dataset(cfg)
     if init_from is None and cfg.pretrain.enabled:
-        init_from = ArtifactStore.of(cfg).latest("pretrain", trained_on=dataset).path
+        on_cfg, on_data = pretraining_run(cfg, dataset)
+        init_from = ArtifactStore.of(on_cfg).latest("pretrain", trained_on=on_data).path
     return run_stage(cfg, "finetune", dataset, init_from=init_from)
 
 

@@ -8,7 +8,9 @@ shops is one attribute. Text is what makes the pool useful: a title means the sa
 shop, through the same frozen MiniLM and one learned projection.
 
 The result is a `data.source: files` input (events.parquet, catalog.parquet in the canonical
-schemas), prepared like any other log; `pooled_config` is that config.
+schemas), prepared like any other log; `pooled_config` is that config. `pretrain.pool_with` turns
+it on (recsys.stages.pretraining_run); finetune then starts from the pooled model
+(recsys/train/transfer.py).
 """
 
 from __future__ import annotations

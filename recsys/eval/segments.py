@@ -30,6 +30,8 @@ from recsys.data.dataset import PreparedDataset
 from recsys.eval.metrics import ranking_metrics, tie_counts
 
 SEGMENTS = ("all", "known", "cold", "long_tail", "short_history")
+# Cold targets ranked among the cold items alone: how well a "new arrivals" shelf is ordered.
+AMONG_NEW = "cold_among_new"
 
 
 @dataclass
@@ -122,17 +124,24 @@ def newest_popular_scorer(dataset: PreparedDataset, split: str, kinds: list[str]
 
 def evaluate_segments(score_fn, rows: SegmentRows, eval_cfg: EvalConfig) -> dict[str, dict]:
     """segment → {rows, hr@k, ndcg@k, mrr} of one scorer, history excluded as eval.exclude_history says."""
-    counts = []
+    counts, among_new = [], []
+    first_cold = rows.num_items + 2
     for start in range(0, len(rows.target), eval_cfg.batch_size):
         hist = rows.history[start : start + eval_cfg.batch_size]
+        target = rows.target[start : start + eval_cfg.batch_size]
         scores = score_fn(hist)
-        counts.append(tie_counts(scores, rows.target[start : start + eval_cfg.batch_size],
-                                 hist if eval_cfg.exclude_history else None))
+        counts.append(tie_counts(scores, target, hist if eval_cfg.exclude_history else None))
+        cold = target >= first_cold
+        if cold.any():  # histories hold known items only: nothing to exclude among the cold ones
+            among_new.append(tie_counts(scores[torch.as_tensor(cold)][:, first_cold:], target[cold] - first_cold))
     counts = np.concatenate(counts) if counts else np.zeros((0, 2), np.int64)
     out = {}
     for name in SEGMENTS:
         mask = rows.masks[name]
         out[name] = {"rows": int(mask.sum()), **(ranking_metrics(counts[mask], eval_cfg.ks) if mask.any() else {})}
+    if among_new:
+        new = np.concatenate(among_new)
+        out[AMONG_NEW] = {"rows": len(new), "candidates": rows.num_cold, **ranking_metrics(new, eval_cfg.ks)}
     return out
 
 

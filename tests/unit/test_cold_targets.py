@@ -117,6 +117,10 @@ def test_segments_score_cold_items_by_content_and_id_only_cannot(tmp_path):
     segs = evaluate_segments(model_scorer(id_only, ds, None, 2), rows, cfg)
     assert segs["cold"]["rows"] == 1 and segs["cold"]["hr@2"] == 0.0  # -inf: it cannot rank what it never saw
     assert segs["known"]["rows"] == 2 and "hr@1" in segs["all"]
+    # among the 2 new items alone the id-only model ties them (-inf each): a random order, HR@1 = 1/2
+    assert segs["cold_among_new"]["rows"] == 1 and segs["cold_among_new"]["hr@1"] == pytest.approx(0.5)
+    among = evaluate_segments(model_scorer(m, ds, text, 2), rows, cfg)["cold_among_new"]
+    assert among["hr@1"] == float(scores[0, 6] > scores[0, 5])  # n2 (the target) against n1
 
 
 def test_newest_popular_puts_the_new_arrivals_first_by_their_recent_sales(tmp_path):

@@ -137,7 +137,7 @@ def test_a_key_no_stage_defines_is_still_an_unknown_key():
 @pytest.mark.parametrize("section", list(STAGES))
 def test_each_stage_accepts_its_own_settings(section):
     cls = STAGES[section]
-    body = {k: f.default for k, f in cls.model_fields.items()}
+    body = {k: f.get_default(call_default_factory=True) for k, f in cls.model_fields.items()}
     body["seed"] = 7
     node = validate_config(nested(section, body))
     for part in section.split("."):
@@ -151,7 +151,7 @@ def test_stage_defaults_are_kept():
     shared = {"batch_size": 128, "gradient_accumulation_steps": 1, "lr": 1e-3, "lr_schedule": "cosine",
               "warmup_ratio": 0.05, "min_lr_ratio": 0.1, "weight_decay": 0.0, "grad_clip": 1.0, "zero_stage": 2, "seed": 42}
     assert cfg.pretrain.model_dump() == {**shared, "epochs": 5, "enabled": True, "mask_prob": 0.2,
-                                         "attribute_loss_weight": 0.0, "content_loss_weight": 0.0}
+                                         "attribute_loss_weight": 0.0, "content_loss_weight": 0.0, "pool_with": []}
     assert cfg.finetune.model_dump() == {**shared, "epochs": 10, "select_best": True, "early_stopping_patience": 0,
                                          "loss": "full_softmax", "num_negatives": 1024,
                                          "negative_sampling_power": 0.75, "content_loss_weight": 0.0}
