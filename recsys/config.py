@@ -254,10 +254,9 @@ class PretrainConfig(TrainStageConfig):
     )
 
     @model_validator(mode="after")
-    def _pooled_configs_exist(self) -> PretrainConfig:
-        missing = [p for p in self.pool_with if not Path(p).is_file()]
-        if missing:
-            raise ValueError(f"pretrain.pool_with: no config file at {missing}; give the paths of the other shops' configs")
+    def _pooling_needs_pretraining(self) -> PretrainConfig:
+        if self.pool_with and not self.enabled:
+            raise ValueError("pretrain.pool_with needs pretrain.enabled: true (it is the pretraining data)")
         return self
 
 

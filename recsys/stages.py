@@ -41,6 +41,10 @@ def pretraining_run(cfg: RecsysConfig, dataset: Dataset) -> tuple[RecsysConfig, 
     from recsys.config import load_config, validate_config
     from recsys.data.pooled import pool_logs, pooled_config
 
+    missing = [path for path in cfg.pretrain.pool_with if not Path(path).is_file()]
+    if missing:  # checked here, not at config load: a serving pod has no use for the other shops' files
+        raise FileNotFoundError(f"pretrain.pool_with: no config file at {missing} (paths are relative to the working "
+                                "directory); give the paths of the other shops' configs")
     shops = [dataset] + [prepare(load_config(path, [f"artifacts.root={cfg.artifacts_root}"])) for path in cfg.pretrain.pool_with]
     key = hashlib.sha256("|".join(str(d.path) for d in shops).encode()).hexdigest()[:12]
     events, catalog = pool_logs(shops, cfg.artifacts_root / "pooled_logs" / key)

@@ -53,10 +53,14 @@ def pool_logs(datasets: list[Dataset], out: Path) -> tuple[Path, Path]:
     return out / "events.parquet", out / "catalog.parquet"
 
 
+SHAPING_KEYS = ("max_seq_len", "max_attributes_per_item", "interaction_events", "collapse_repeats", "session_gap_minutes")
+
+
 def pooled_config(raw: dict, events: Path, catalog: Path, name: str) -> dict:
-    """A shop config's raw dict turned into the pooled pretraining config: the same model and
-    pretrain sections, the pooled files as input, split leave-one-out (only `train` is read)."""
-    data = {k: v for k, v in raw.get("data", {}).items() if k in ("max_seq_len", "max_attributes_per_item")}
+    """A shop config's raw dict turned into the pooled pretraining config: the same model, pretrain
+    and sequence-shaping settings, the pooled files as input, split leave-one-out (only `train` is
+    read: each user's pooled sequence minus its last two steps, users with at least three)."""
+    data = {k: v for k, v in raw.get("data", {}).items() if k in SHAPING_KEYS}
     data.update({"source": "files", "events_path": str(events), "catalog_path": str(catalog), "format": "parquet",
                  "name": name, "split": {"mode": "leave_one_out"}})
     return {**raw, "run_name": name, "data": data}

@@ -48,14 +48,14 @@ class TextVectors:
         return np.load(self.path / VECTORS_FILE, mmap_mode="r")[self.manifest["items"] + 2 :].copy()
 
 
-def catalog_texts(dataset: Dataset) -> tuple[list[str], list[str]]:
-    """(item ids, item texts) in item-index order: the vocabulary (row i - 1 = item index i), then
-    the cold items of a time split (their indices skip [MASK], N + 1)."""
+def catalog_texts(dataset: Dataset, include_cold: bool = True) -> tuple[list[str], list[str]]:
+    """(item ids, item texts) in item-index order: the vocabulary (row i - 1 = item index i), then,
+    with `include_cold`, the cold items of a time split (their indices skip [MASK], N + 1)."""
     from recsys.search.encoder import row_text
 
     columns = ["item_index", "item_id", "title", "category", "brand", "attributes"]
     rows = pq.read_table(dataset.path / "items.parquet", columns=columns).sort_by("item_index").to_pylist()
-    if (dataset.path / "cold_items.parquet").is_file():
+    if include_cold and (dataset.path / "cold_items.parquet").is_file():
         rows += pq.read_table(dataset.path / "cold_items.parquet", columns=columns).sort_by("item_index").to_pylist()
     return [r["item_id"] for r in rows], [row_text(r) for r in rows]
 
@@ -71,7 +71,8 @@ def item_text_vectors(root: Path, dataset: Dataset, max_tokens: int) -> TextVect
             "embeds); set model.text_features: false for this data, or give the catalog a title column")
     ids, texts = catalog_texts(dataset)
     known = dataset.num_items
-    digest = hashlib.sha256(json.dumps([TEXT_ENCODER, max_tokens, texts]).encode()).hexdigest()[:16]
+    # N in the key: the same texts split differently between vocabulary and cold items are another table
+    digest = hashlib.sha256(json.dumps([TEXT_ENCODER, max_tokens, known, texts]).encode()).hexdigest()[:16]
     final = Path(root) / "text_vectors" / f"{TEXT_ENCODER}-{digest}"
     if (final / MANIFEST).is_file():
         return TextVectors(final, json.loads((final / MANIFEST).read_text()))

@@ -27,10 +27,11 @@ VECTORS_FILE = "vectors.npy"
 
 
 def catalog_texts(dataset: PreparedDataset) -> list[str]:
-    """Item texts in item-index order (row i-1 = item index i)."""
+    """The vocabulary's item texts in item-index order (row i-1 = item index i); a time split's cold
+    items are not in the served catalog (a product reaches it through POST /items)."""
     from recsys.data.text_vectors import catalog_texts as id_and_text
 
-    return id_and_text(dataset)[1]
+    return id_and_text(dataset, include_cold=False)[1]
 
 
 @dataclass

@@ -148,11 +148,16 @@ def test_id_dropout_leaves_whole_items_out_in_training_only():
     torch.manual_seed(0)
     m = SeqRecModel(SeqRecConfig(num_items=50, num_attributes=0, hidden_size=8, num_heads=2, max_seq_len=4,
                                  text_embedding_dim=3, id_dropout=0.5))
-    ids = torch.arange(1, 51).repeat(2)  # every item twice in one pass
+    ids = torch.arange(1, 52).repeat(2)  # every item and [MASK] twice
     content = m.items.content(m.items.item_attributes[ids], m.items.item_text[ids])
     m.train()
+    m.items.draw_id_dropout()  # once per training step (SeqRecModel.forward with labels)
     dropped = (m.items(ids) == content).all(-1)
-    assert 10 < int(dropped[:50].sum()) < 40 and torch.equal(dropped[:50], dropped[50:])  # per item, not per position
+    assert 10 < int(dropped[:50].sum()) < 40 and torch.equal(dropped[:51], dropped[51:])  # per item, not per position
+    assert torch.equal(dropped, (m.items(ids) == content).all(-1))  # input side, targets, negatives: the same step
+    assert not dropped[50]  # [MASK] never loses its vector
+    m(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[2, 3, 4]]))  # a training step draws a new mask
+    assert not torch.equal(dropped, (m.items(ids) == content).all(-1))
     m.eval()
     assert not (m.items(ids) == content).all(-1).any()
     with pytest.raises(ValueError, match="id_dropout must be in"):
@@ -174,10 +179,24 @@ def test_a_content_only_model_scores_a_new_product_exactly_like_a_trained_one():
     torch.manual_seed(0)
     m = SeqRecModel(SeqRecConfig(num_items=6, num_attributes=0, hidden_size=8, num_heads=2, max_seq_len=4,
                                  text_embedding_dim=3, item_ids=False)).eval()
-    m.set_item_text_embeddings(torch.randn(8, 3))
+    text = torch.randn(8, 3)
+    text[7] = 0.0  # [MASK] has no text
+    m.set_item_text_embeddings(text)
     ids = torch.arange(1, 7)
     assert torch.allclose(m.items(ids), m.items.content(m.items.item_attributes[ids], m.items.item_text[ids]))
     assert torch.allclose(m.items(torch.tensor([3]))[0], torch.from_numpy(cold_vector(m.items, [], m.items.item_text[3].numpy())))
-    assert m.items(torch.tensor([7])).abs().sum() > 0  # [MASK] keeps its learned vector
+    assert torch.equal(m.items(torch.tensor([7]))[0], m.items.id_embedding.weight[7])  # [MASK] keeps its learned vector
     with pytest.raises(ValueError, match="item_ids: false needs"):
         ModelConfig(item_ids=False, attribute_embeddings=False, text_features=False)
+    with pytest.raises(ValueError, match="item_ids=False or id_dropout > 0 needs item content"):
+        SeqRecConfig(num_items=6, num_attributes=0, item_ids=False)  # attribute embeddings on, but no attributes
+
+
+def test_search_indexes_the_served_catalog_and_text_vectors_the_cold_items_too(tmp_path):
+    from recsys.data.text_vectors import catalog_texts as id_and_text
+    from recsys.search.text_index import catalog_texts
+
+    ds = prepared(tmp_path)
+    assert catalog_texts(ds) == ["A x", "B x", "C y"]  # search: the N vocabulary items, row i-1 = index i
+    ids, texts = id_and_text(ds)  # the recommender's text vectors: then the cold items (indices N + 2 ..)
+    assert ids == ["a", "b", "c", "n1", "n2"] and texts[3:] == ["new one y", "new two z"]

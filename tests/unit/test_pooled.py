@@ -81,11 +81,17 @@ def test_a_pooled_model_is_carried_into_a_shops_model_by_item_id(tmp_path):
         transfer_weights(source, pool, wider, gifts, "gifts/")
 
 
-def test_pool_with_names_missing_configs_and_needs_text(tmp_path):
+def test_pool_with_needs_text_and_pretraining_and_names_a_missing_config(tmp_path):
+    from recsys.stages import pretraining_run
+
     path = tmp_path / "c.yaml"
-    path.write_text("model: {text_features: false}\npretrain: {pool_with: [configs/movielens.yaml]}\n")
+    path.write_text("model: {text_features: false}\npretrain: {pool_with: [other.yaml]}\n")
     with pytest.raises(ConfigError, match="pretrain.pool_with needs model.text_features: true"):
         load_config(path)
-    path.write_text("model: {text_features: true}\npretrain: {pool_with: [no/such/shop.yaml]}\n")
-    with pytest.raises(ConfigError, match=r"pretrain.pool_with: no config file at \['no/such/shop.yaml'\]"):
+    path.write_text("model: {text_features: true}\npretrain: {enabled: false, pool_with: [other.yaml]}\n")
+    with pytest.raises(ConfigError, match="pretrain.pool_with needs pretrain.enabled: true"):
         load_config(path)
+    path.write_text("model: {text_features: true}\npretrain: {pool_with: [no/such/shop.yaml]}\n")
+    cfg = load_config(path)  # loads anywhere (a serving pod has no other shops' files) ...
+    with pytest.raises(FileNotFoundError, match=r"pretrain.pool_with: no config file at \['no/such/shop.yaml'\]"):
+        pretraining_run(cfg, None)  # ... and the pretrain stage names the missing one

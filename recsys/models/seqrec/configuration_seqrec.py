@@ -46,6 +46,9 @@ class SeqRecConfig(PretrainedConfig):
             problems.append(f"text_embedding_dim must be ≥ 0 (0 = no text embeddings), got {text_embedding_dim}")
         if not 0 <= id_dropout < 1:
             problems.append(f"id_dropout must be in [0, 1), got {id_dropout}")
+        if (not item_ids or id_dropout) and not ((attribute_embeddings and num_attributes > 0) or text_embedding_dim > 0):
+            problems.append("item_ids=False or id_dropout > 0 needs item content: attribute embeddings with "
+                            "num_attributes > 0, or text_embedding_dim > 0")
         if max_seq_len < 1:
             problems.append(f"max_seq_len must be ≥ 1, got {max_seq_len}")
         if problems:

@@ -63,6 +63,7 @@ class ItemEmbedding(nn.Module):
             self.attribute_embedding = nn.Embedding(config.num_attributes + 1, config.hidden_size, padding_idx=0)
         self.id_dropout = config.id_dropout
         self.use_ids, self.mask_index = config.item_ids, config.num_items + 1
+        self._keep: torch.Tensor | None = None  # this training step's id-dropout mask (draw_id_dropout)
         self.use_text = config.text_embedding_dim > 0
         if self.use_text:
             # Frozen (a buffer, not a parameter): the optimizer never changes it, it travels in the weights.
@@ -74,18 +75,28 @@ class ItemEmbedding(nn.Module):
         ids = self.id_embedding(item_ids)
         if not self.use_ids:  # content-only items; [MASK] alone keeps its learned vector
             ids = ids * (item_ids == self.mask_index).unsqueeze(-1).to(ids.dtype)
-        elif self.training and self.id_dropout > 0:  # per item, not per position: the item is "new" in this pass
-            keep = torch.rand(self.id_embedding.num_embeddings, device=ids.device) >= self.id_dropout
-            ids = ids * keep[item_ids].unsqueeze(-1).to(ids.dtype)
+        elif self.training and self._keep is not None:
+            ids = ids * self._keep[item_ids].unsqueeze(-1).to(ids.dtype)
         return ids + self.content(self.item_attributes[item_ids], text)
+
+    def draw_id_dropout(self) -> None:
+        """One training step's id dropout: the same items lose their id embedding on the input side,
+        as targets and as negatives (per item, not per position: the item is "new" in this step);
+        [MASK] never does. A no-op without `id_dropout`."""
+        if not (self.use_ids and self.id_dropout > 0):
+            return
+        keep = torch.rand(self.id_embedding.num_embeddings, device=self.item_attributes.device) >= self.id_dropout
+        keep[self.mask_index] = True
+        self._keep = keep
 
     def content(self, attributes: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(..., A) attribute indices (0 = none) and (..., D) text vectors → (..., H): the part of an
         item vector that needs no trained id embedding. A trained item's vector is its id embedding
         plus this; a product the model never saw (a cold target, a POST /items) is this alone."""
-        vec = torch.zeros(*attributes.shape[:-1], self.id_embedding.embedding_dim, device=attributes.device)
+        dtype = self.id_embedding.weight.dtype  # bf16 under DeepSpeed bf16, like the id part it is added to
+        vec = torch.zeros(*attributes.shape[:-1], self.id_embedding.embedding_dim, device=attributes.device, dtype=dtype)
         if self.use_attributes:
-            present = (attributes > 0).unsqueeze(-1).float()
+            present = (attributes > 0).unsqueeze(-1).to(dtype)
             summed = (self.attribute_embedding(attributes) * present).sum(-2)
             vec = vec + summed / present.sum(-2).clamp(min=1.0)
         if self.use_text and text is not None:
@@ -309,6 +320,8 @@ class SeqRecModel(PreTrainedModel):
         With labels: a `SeqRecLoss` (causal: next-item; bidirectional: masked items and attributes)."""
         if labels is None:
             return self.score_next(input_ids)
+        if self.training:
+            self.items.draw_id_dropout()
         if causal:
             return self.next_item_loss(input_ids, labels, negatives, log_q, content_loss_weight)
         return self.masked_item_loss(input_ids, labels, attribute_loss_weight, content_loss_weight)
