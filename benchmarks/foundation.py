@@ -75,6 +75,52 @@ def text_row(name: str) -> str:
     return "id_text" if load_config(DATASETS[name]["config"]).model.item_ids else "text_only"
 
 
+def _row_metric(name: str, row: str, result: dict, segment: str, metric: str = "ndcg@10"):
+    """Per-row `metric` of a row's exported model on one segment (the paired comparisons' input)."""
+    from recsys.artifacts import ModelExport
+    from recsys.eval.segments import cold_text_for, model_scorer, per_row, row_counts, segment_rows
+    from recsys.models import SeqRecModel
+
+    cfg = load_config(DATASETS[name]["config"], [f"run_name=foundation-{name}-{row}", *result["overrides"]])
+    model_path = json.loads(Path(result["report"]).read_text())["model"]
+    model, dataset = SeqRecModel.from_pretrained(model_path).eval(), ModelExport.load(model_path).dataset()
+    rows = segment_rows(dataset, cfg.eval.split, cfg.eval)
+    scorer = model_scorer(model, dataset, cold_text_for(cfg, model, dataset), model.config.max_attributes_per_item)
+    counts, _ = row_counts(scorer, rows, cfg.eval)
+    return per_row(counts[rows.masks[segment]], metric)
+
+
+def paired_ci(results: dict, name: str, row: str, base: str, segment: str, n: int = 2000) -> dict | None:
+    """95% paired-bootstrap interval of mean NDCG@10 (row) ÷ mean NDCG@10 (base) over the same rows."""
+    import numpy as np
+
+    a, b = results.get(name, {}).get(row, {}), results.get(name, {}).get(base, {})
+    if "report" not in a or "report" not in b:
+        return None
+    x, y = _row_metric(name, row, a, segment), _row_metric(name, base, b, segment)
+    if not len(x) or not y.sum():
+        return None
+    idx = np.random.default_rng(0).integers(0, len(x), (n, len(x)))
+    num, den = x[idx].mean(1), y[idx].mean(1)
+    ratios = num[den > 0] / den[den > 0]
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return {"ratio": round(float(x.mean() / y.mean()), 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
+            "rows": int(len(x)), "resamples": int(len(ratios))}
+
+
+def significance(results: dict) -> dict:
+    """The targets' comparisons with their paired-bootstrap intervals (rows are the same in both runs)."""
+    out = {}
+    for name, spec in DATASETS.items():
+        base = text_row(name) if spec["text"] else "attributes"
+        if spec["text"]:
+            out[f"{name}.text_vs_id_only.all"] = paired_ci(results, name, base, "id_only", "all")
+        for row in ("pretraining", "pooled"):
+            for seg in ("cold", "long_tail", "short_history"):
+                out[f"{name}.{row}_vs_{base}.{seg}"] = paired_ci(results, name, row, base, seg)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def rescore(name: str, row: str, result: dict) -> dict:
     """The row's exported model evaluated again by the current segment code (no training)."""
     from recsys.artifacts import ModelExport
@@ -174,10 +220,32 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write(out: Path, results: dict, smoke: bool) -> None:
+def markdown(results: dict) -> str:
+    """The ablation table of docs/model.md: HR@10 / NDCG@10 per segment, rows in ROWS order."""
+    segs = ("all", "cold", "long_tail", "short_history", "cold_among_new")
+    lines = ["| dataset | row | " + " | ".join(f"{s} HR@10 / NDCG@10" for s in segs) + " | wall s |",
+             "|---|---|" + "---|" * len(segs) + "---|"]
+    for name, rows in results.items():
+        baselines = next((r["baselines"] for r in rows.values() if "baselines" in r), {})
+        for label in [*[r for r in ROWS if r in rows], *baselines]:
+            r = rows.get(label) or {"segments": baselines[label]}
+            if "skipped" in r:
+                lines.append(f"| {name} | {label} | n/a: {r['skipped']} |" + " |" * len(segs))
+                continue
+            cells = []
+            for seg in segs:
+                v = r["segments"].get(seg, {})
+                cold_na = seg == "cold" and r.get("cannot_rank_cold")
+                cells.append("—" if "hr@10" not in v else f"{v['hr@10']:.4f} / {v['ndcg@10']:.4f} ({v['rows']})"
+                             + (" ✗ids" if cold_na else ""))
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + f" | {r.get('wall_s', '')} |")
+    return "\n".join(lines)
+
+
+def write(out: Path, results: dict, smoke: bool, paired: dict | None = None) -> None:
     keys = flat(results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**keys, "targets": targets(keys), "results": results,
+    out.write_text(json.dumps({**keys, "targets": targets(keys), "paired_bootstrap": paired or {}, "results": results,
                                "protocol": "time split (Online Retail, MovieLens) / leave-one-out (Beauty); full ranking "
                                "over known + cold items, history excluded; test split",
                                "smoke": smoke, "machine": "2 CPU cores, no GPU"}, indent=2) + "\n")
@@ -212,9 +280,11 @@ def main() -> int:
             results.setdefault(name, {})[row] = run_row(name, row, overrides, args.extra)
             write(args.out, results, smoke=bool(args.extra))
             print(table(results), flush=True)
-    if args.rescore:
-        write(args.out, results, smoke=previous.get("smoke", False))
-        print(table(results))
+    paired = significance(results)
+    write(args.out, results, smoke=bool(args.extra) or previous.get("smoke", False), paired=paired)
+    print(table(results))
+    print(markdown(results))
+    print(json.dumps(paired, indent=2))
     print(json.dumps(targets(flat(results)), indent=2))
     print(f"wrote {args.out}")
     return 0

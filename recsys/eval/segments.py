@@ -122,8 +122,9 @@ def newest_popular_scorer(dataset: PreparedDataset, split: str, kinds: list[str]
     return lambda histories: scores.expand(len(histories), -1)
 
 
-def evaluate_segments(score_fn, rows: SegmentRows, eval_cfg: EvalConfig) -> dict[str, dict]:
-    """segment → {rows, hr@k, ndcg@k, mrr} of one scorer, history excluded as eval.exclude_history says."""
+def row_counts(score_fn, rows: SegmentRows, eval_cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(higher, tied) per row over every candidate, history excluded as eval.exclude_history says;
+    and per cold row among the cold items alone."""
     counts, among_new = [], []
     first_cold = rows.num_items + 2
     for start in range(0, len(rows.target), eval_cfg.batch_size):
@@ -134,15 +135,26 @@ def evaluate_segments(score_fn, rows: SegmentRows, eval_cfg: EvalConfig) -> dict
         cold = target >= first_cold
         if cold.any():  # histories hold known items only: nothing to exclude among the cold ones
             among_new.append(tie_counts(scores[torch.as_tensor(cold)][:, first_cold:], target[cold] - first_cold))
-    counts = np.concatenate(counts) if counts else np.zeros((0, 2), np.int64)
+    empty = np.zeros((0, 2), np.int64)
+    return (np.concatenate(counts) if counts else empty), (np.concatenate(among_new) if among_new else empty)
+
+
+def evaluate_segments(score_fn, rows: SegmentRows, eval_cfg: EvalConfig) -> dict[str, dict]:
+    """segment → {rows, hr@k, ndcg@k, mrr} of one scorer."""
+    counts, new = row_counts(score_fn, rows, eval_cfg)
     out = {}
     for name in SEGMENTS:
         mask = rows.masks[name]
         out[name] = {"rows": int(mask.sum()), **(ranking_metrics(counts[mask], eval_cfg.ks) if mask.any() else {})}
-    if among_new:
-        new = np.concatenate(among_new)
+    if len(new):
         out[AMONG_NEW] = {"rows": len(new), "candidates": rows.num_cold, **ranking_metrics(new, eval_cfg.ks)}
     return out
+
+
+def per_row(counts: np.ndarray, metric: str) -> np.ndarray:
+    """One metric (e.g. "ndcg@10") of each row: what a paired comparison of two models resamples."""
+    k = int(metric.split("@")[1])
+    return np.asarray([ranking_metrics(c[None], [k])[metric] for c in counts])
 
 
 def cold_text_for(cfg: RecsysConfig, model, dataset: PreparedDataset) -> np.ndarray | None:
