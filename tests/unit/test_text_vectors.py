@@ -41,3 +41,20 @@ def test_an_item_without_text_gets_a_zero_vector_and_is_listed(tmp_path):
     again = item_text_vectors(tmp_path / "root", ds, 48)
     assert again.path == vectors.path  # keyed by encoder and texts: embedded once
     assert item_text_vectors(tmp_path / "root", ds, 16).path != vectors.path
+
+
+def test_the_index_manifest_flags_the_items_without_text(tmp_path):
+    import torch
+
+    from recsys.index.build import text_feature_summary
+    from recsys.models import SeqRecConfig, SeqRecModel
+
+    ds = dataset(tmp_path, ["soap", None, "gel"])
+    model = SeqRecModel(SeqRecConfig(num_items=3, num_attributes=0, hidden_size=8, num_heads=2, text_embedding_dim=4,
+                                     text_encoder="enc"))
+    table = torch.ones(5, 4)
+    table[2] = 0.0  # item index 2 (i1) had no text: a zero vector
+    model.set_item_text_embeddings(table)
+    summary = text_feature_summary(model, ds)
+    assert summary["items_without_text"] == 1 and summary["without_text"] == ["i1"] and summary["encoder"] == "enc"
+    assert text_feature_summary(SeqRecModel(SeqRecConfig(num_items=3, num_attributes=0, hidden_size=8, num_heads=2)), ds) is None
