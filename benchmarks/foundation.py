@@ -36,7 +36,7 @@ DATASETS = {  # name → config, what its catalog carries, and the file that mus
     "beauty": {"config": "configs/beauty.yaml", "attributes": True, "text": False,
                "file": lambda c: Path(c.data.beauty_dir, "Beauty.txt")},
 }
-ROWS = ("id_only", "attributes", "id_text", "text_only", "pretraining", "pooled")
+ROWS = ("id_only", "attributes", "id_text", "text_only", "pretraining", "pretraining_aligned", "pooled")
 
 
 def row_overrides(row: str, spec: dict) -> list[str] | str:
@@ -46,7 +46,9 @@ def row_overrides(row: str, spec: dict) -> list[str] | str:
     id_text: + the projected text vector; text_only: attributes + text with no id embedding (a new
     product is scored exactly like a trained one). pretraining: the recipe's representation (the
     dataset config's; text where the catalog has it) after masked-item pretraining on this shop's
-    logs; pooled: the same after masked-item pretraining on the pooled logs of the POOL shops."""
+    logs; pretraining_aligned: + the text-alignment objective (pretrain.content_loss_weight: the
+    masked state against every item's content vector); pooled: the recipe's representation after
+    masked-item pretraining on the pooled logs of the POOL shops."""
     attrs, text = str(spec["attributes"]).lower(), spec["text"]
     off = ["pretrain.enabled=false", "model.id_dropout=0"]
     if row == "id_only":
@@ -60,6 +62,12 @@ def row_overrides(row: str, spec: dict) -> list[str] | str:
     if row in ("id_text", "text_only"):
         return [f"model.attribute_embeddings={attrs}", "model.text_features=true",
                 f"model.item_ids={'true' if row == 'id_text' else 'false'}", *off]
+    if row == "pretraining_aligned":
+        if not text:
+            return "the catalog has no titles: there is no text to align with"
+        if not load_config(spec["config"]).model.item_ids:
+            return "content-only items (model.item_ids: false): the masked-item loss already is the text alignment"
+        return [*row_overrides("pretraining", spec), "pretrain.content_loss_weight=1.0"]
     if row in ("pretraining", "pooled"):  # the recipe's item representation, as the dataset config sets it
         out = [f"model.attribute_embeddings={attrs}", f"model.text_features={str(text).lower()}", "model.id_dropout=0",
                "pretrain.enabled=true"]
@@ -115,7 +123,7 @@ def significance(results: dict) -> dict:
         base = text_row(name) if spec["text"] else "attributes"
         if spec["text"]:
             out[f"{name}.text_vs_id_only.all"] = paired_ci(results, name, base, "id_only", "all")
-        for row in ("pretraining", "pooled"):
+        for row in ("pretraining", "pretraining_aligned", "pooled"):
             for seg in ("cold", "long_tail", "short_history"):
                 out[f"{name}.{row}_vs_{base}.{seg}"] = paired_ci(results, name, row, base, seg)
     return {k: v for k, v in out.items() if v is not None}
@@ -189,7 +197,7 @@ def targets(keys: dict[str, float]) -> dict:
 
     pretrain = {}
     for name in DATASETS:
-        for row in ("pretraining", "pooled"):
+        for row in ("pretraining", "pretraining_aligned", "pooled"):
             for seg in ("cold", "long_tail", "short_history"):
                 r = ratio(f"{name}.{row}.{seg}.ndcg@10", f"{name}.text.{seg}.ndcg@10") if DATASETS[name]["text"] else \
                     ratio(f"{name}.{row}.{seg}.ndcg@10", f"{name}.attributes.{seg}.ndcg@10")
