@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from recsys.config import RecsysConfig
-from recsys.generated_files import write_or_check
 from recsys.entrypoints import PIPELINE_STAGES
+from recsys.generated_files import write_or_check
 
 OUT = Path(__file__).resolve().parents[1] / "helm" / "recsys-platform" / "values.schema.json"
 
