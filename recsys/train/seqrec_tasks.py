@@ -58,7 +58,8 @@ class SeqRecTask(TrainTask):
         self.model_config = model_config_kwargs(cfg, dataset, 0 if self.item_text is None else self.item_text.shape[1])
         self.item_attributes = dataset.attribute_matrix(cfg.data.max_attributes_per_item)
         self.init_from = str(init_from) if init_from else None
-        self.dataset_path, self.shop = str(dataset.path), dataset.manifest["name"]
+        # the shop's name prefixes its item ids in a pooled model's vocabulary (recsys/train/transfer.py)
+        self.dataset_path, self.shop = str(dataset.path), dataset.manifest["name"] if init_from else None
         if init_from:
             _check_same_text_features(cfg, init_from)
         self.steps_per_epoch = optimizer_steps(train_rows, cfg.cluster.train_workers, self.stage_cfg, self.window)
