@@ -151,7 +151,17 @@ def run_evaluation(cfg: RecsysConfig, export: ModelExport, ranker: ModelExport |
     t0 = time.perf_counter()
     model = SeqRecModel.from_pretrained(model_path)
     split = dataset.read_split(cfg.eval.split)
-    metrics = evaluate_model(model, split, cfg.eval, popularity_scores(dataset).numpy())
+    segments = None
+    if not cfg.eval.sampled_negatives:  # known and cold targets, long tail, short histories (full ranking)
+        from recsys.eval.segments import segment_report
+
+        segments = segment_report(cfg, model, dataset)
+    if segments is not None and segments["candidates"]["cold"] == 0:
+        # no cold item (leave-one-out): the known segment is this very ranking; do not score it twice
+        metrics, popular = ({k: v for k, v in segments[name]["known"].items() if k != "rows"} for name in ("model", "popularity"))
+    else:
+        metrics = evaluate_model(model, split, cfg.eval, popularity_scores(dataset).numpy())
+        popular = evaluate_popularity(dataset, split, cfg.eval)
     seconds = time.perf_counter() - t0
     report = {
         "model": str(model_path),
@@ -159,15 +169,13 @@ def run_evaluation(cfg: RecsysConfig, export: ModelExport, ranker: ModelExport |
         "users": int(dataset.manifest["counts"][f"{cfg.eval.split}_rows"]),
         "num_items": dataset.num_items,
         "protocol": protocol(cfg.eval),
-        "metrics": {"model": metrics, "popularity": evaluate_popularity(dataset, split, cfg.eval)},
+        "metrics": {"model": metrics, "popularity": popular},
         "published_anchors": BEAUTY_ANCHORS if dataset.manifest["source"]["kind"] == "beauty" else {},
         "eval_seconds": round(seconds, 1),
         "training": _training_summary(export),
     }
-    if not cfg.eval.sampled_negatives:  # known and cold targets, long tail, short histories (full ranking)
-        from recsys.eval.segments import segment_report
-
-        report["segments"] = segment_report(cfg, model, dataset)
+    if segments is not None:
+        report["segments"] = segments
     if ctr_model_path is not None:
         report["ctr"] = {"model": str(ctr_model_path), **evaluate_ctr(cfg, ctr_model_path, dataset)}
     if release is not None and not cfg.eval.sampled_negatives:
