@@ -83,15 +83,21 @@ def text_row(name: str) -> str:
     return "id_text" if load_config(DATASETS[name]["config"]).model.item_ids else "text_only"
 
 
-def _row_metric(name: str, row: str, result: dict, segment: str, metric: str = "ndcg@10"):
-    """Per-row `metric` of a row's exported model on one segment (the paired comparisons' input)."""
+def _row_model(name: str, row: str, result: dict):
+    """(config, exported model, dataset) of a row already run."""
     from recsys.artifacts import ModelExport
-    from recsys.eval.segments import cold_text_for, model_scorer, per_row, row_counts, segment_rows
     from recsys.models import SeqRecModel
 
     cfg = load_config(DATASETS[name]["config"], [f"run_name=foundation-{name}-{row}", *result["overrides"]])
     model_path = json.loads(Path(result["report"]).read_text())["model"]
-    model, dataset = SeqRecModel.from_pretrained(model_path).eval(), ModelExport.load(model_path).dataset()
+    return cfg, SeqRecModel.from_pretrained(model_path).eval(), ModelExport.load(model_path).dataset()
+
+
+def _row_metric(name: str, row: str, result: dict, segment: str, metric: str = "ndcg@10"):
+    """Per-row `metric` of a row's exported model on one segment (the paired comparisons' input)."""
+    from recsys.eval.segments import cold_text_for, model_scorer, per_row, row_counts, segment_rows
+
+    cfg, model, dataset = _row_model(name, row, result)
     rows = segment_rows(dataset, cfg.eval.split, cfg.eval)
     scorer = model_scorer(model, dataset, cold_text_for(cfg, model, dataset), model.config.max_attributes_per_item)
     counts, _ = row_counts(scorer, rows, cfg.eval)
@@ -131,13 +137,9 @@ def significance(results: dict) -> dict:
 
 def rescore(name: str, row: str, result: dict) -> dict:
     """The row's exported model evaluated again by the current segment code (no training)."""
-    from recsys.artifacts import ModelExport
     from recsys.eval.segments import segment_report
-    from recsys.models import SeqRecModel
 
-    cfg = load_config(DATASETS[name]["config"], [f"run_name=foundation-{name}-{row}", *result["overrides"]])
-    model_path = json.loads(Path(result["report"]).read_text())["model"]
-    seg = segment_report(cfg, SeqRecModel.from_pretrained(model_path), ModelExport.load(model_path).dataset())
+    seg = segment_report(*_row_model(name, row, result))
     return {**result, "segments": seg["model"], "cannot_rank_cold": seg["cannot_rank_cold"],
             "baselines": {k: seg[k] for k in ("popularity", "newest_popular") if k in seg}}
 

@@ -470,6 +470,11 @@ class RecsysConfig(_Section):
     def _pooling_needs_text(self) -> RecsysConfig:
         if self.pretrain.pool_with and not self.model.text_features:
             raise ValueError("pretrain.pool_with needs model.text_features: true (the item text is what the shops share)")
+        content = self.model.attribute_embeddings or self.model.text_features
+        for stage in ("pretrain", "finetune"):
+            if getattr(self, stage).content_loss_weight and not content:
+                raise ValueError(f"{stage}.content_loss_weight > 0 needs model.attribute_embeddings or model.text_features "
+                                 "(the content an item is found by); set it to 0 for an id-only model")
         return self
 
     def section_hash(self, *sections: str) -> str:

@@ -51,6 +51,12 @@ class PreparedDataset:
     def items(self) -> pd.DataFrame:
         return pq.read_table(self.path / "items.parquet").to_pandas()
 
+    @cached_property
+    def num_cold_items(self) -> int:
+        """M, the cold items of a time split (0 under leave-one-out), from the file's metadata."""
+        path = self.path / "cold_items.parquet"
+        return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+
     def cold_items(self) -> pd.DataFrame:
         """Catalog items outside the vocabulary (time split; recsys/data/cold.py), `item_index` N + 2 + k;
         empty under leave-one-out, where the vocabulary is the catalog."""

@@ -55,12 +55,12 @@ def segment_rows(dataset: PreparedDataset, split: str, eval_cfg: EvalConfig) -> 
     counts[np.asarray(items["item_index"])] = np.asarray(items["train_count"])
     # bottom half of the vocabulary by train count (ties by index, so the half is exactly half)
     order = np.lexsort((np.asarray(items["item_index"]), np.asarray(items["train_count"])))
-    tail = np.zeros(dataset.num_items + 2 + len(dataset.cold_items()), bool)
+    tail = np.zeros(dataset.num_items + 2 + dataset.num_cold_items, bool)
     tail[np.asarray(items["item_index"])[order[: len(order) // 2]]] = True
     lengths = np.asarray([len(h) for h in history])
     masks = {"all": np.ones(len(target), bool), "known": ~is_cold, "cold": is_cold,
              "long_tail": ~is_cold & tail[target], "short_history": lengths <= eval_cfg.short_history_max}
-    return SegmentRows(history, target, masks, dataset.num_items, len(dataset.cold_items()))
+    return SegmentRows(history, target, masks, dataset.num_items, dataset.num_cold_items)
 
 
 def model_scorer(model, dataset: PreparedDataset, cold_text: np.ndarray | None, max_attributes: int):
@@ -88,7 +88,7 @@ def model_scorer(model, dataset: PreparedDataset, cold_text: np.ndarray | None, 
 
 def popularity_scorer(dataset: PreparedDataset):
     items = dataset.items()
-    pop = torch.zeros(dataset.num_items + 2 + len(dataset.cold_items()))
+    pop = torch.zeros(dataset.num_items + 2 + dataset.num_cold_items)
     pop[torch.as_tensor(np.asarray(items["item_index"], np.int64))] = torch.as_tensor(np.asarray(items["train_count"], np.float32))
     pop[0] = pop[dataset.num_items + 1] = float("-inf")
     return lambda histories: pop.expand(len(histories), -1)
@@ -104,12 +104,12 @@ def newest_popular_scorer(dataset: PreparedDataset, split: str, kinds: list[str]
     cut = meta["valid_cutoff_ms" if split == "valid" else "test_cutoff_ms"]
     events = pq.read_table(dataset.split_dir("events"), columns=["item_id", "event_type", "timestamp"])
     ts = events["timestamp"].cast(pa.int64())
-    events = events.filter(pc.and_(pc.is_in(events["event_type"], value_set=pa.array(kinds)), pc.less(ts, cut)))
+    keep = pc.and_(pc.is_in(events["event_type"], value_set=pa.array(kinds)), pc.less(ts, cut))
+    events, t = events.filter(keep), ts.filter(keep).to_numpy()
     items, cold = dataset.items(), dataset.cold_items()
     ids = pa.concat_arrays([pa.array(items["item_id"], pa.string()), pa.array(cold["item_id"], pa.string())])
     index = np.r_[np.asarray(items["item_index"], np.int64), np.asarray(cold["item_index"], np.int64)]
     pos = pc.index_in(events["item_id"], value_set=ids).to_numpy(zero_copy_only=False)
-    t = events["timestamp"].cast(pa.int64()).to_numpy()
     size = dataset.num_items + 2 + len(cold)
     start = cut - recent_days * 86_400_000
     recent = np.zeros(size)

@@ -47,9 +47,6 @@ class SeqRecTask(TrainTask):
     def __init__(self, cfg: RecsysConfig, dataset: Dataset, init_from: Path | None, train_rows: int,
                  valid: dict | None = None):
         self.stage_cfg = getattr(cfg, self.stage)
-        if getattr(self.stage_cfg, "content_loss_weight", 0) and not (cfg.model.attribute_embeddings or cfg.model.text_features):
-            raise ValueError(f"{self.stage}.content_loss_weight > 0 needs model.attribute_embeddings or model.text_features "
-                             "(the content an item is found by); set it to 0 for an id-only model")
         self.eval_cfg = cfg.eval
         self.item_text, text_key = None, None
         if cfg.model.text_features:  # the frozen text vectors, shared with the index and serving
