@@ -168,3 +168,8 @@ def test_stage_defaults_are_kept():
 def test_patience_needs_select_best(section):
     with pytest.raises(ConfigError, match=rf"{section}: early_stopping_patience needs select_best: true"):
         validate_config({section: {"select_best": False, "early_stopping_patience": 2}})
+
+
+def test_a_content_loss_without_item_content_is_refused_at_load():
+    with pytest.raises(ConfigError, match="finetune.content_loss_weight > 0 needs model.attribute_embeddings or model.text_features"):
+        validate_config({"model": {"attribute_embeddings": False}, "finetune": {"content_loss_weight": 1.0}})
