@@ -5,6 +5,7 @@ pointer, and the typed artifacts in them. Nothing else reads `LATEST` or `recsys
     <root>/runs/<run>/                              Ray Train checkpoints (resume)
     <root>/models/<run_name>/<stage>/<version>/     save_pretrained export + recsys.json → ModelExport
     <root>/indexes/<run_name>/<version>/            FAISS index + manifest.json → IndexRelease
+    <root>/forecasts/<run_name>/<version>/          forecasts, advice, backtest + manifest.json → ForecastRelease
 
 `ArtifactStore.latest(kind, trained_on=…, init_from=…)` is the one lookup of "the latest X" that
 every stage, the server and the benchmarks use.
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,9 +32,9 @@ LATEST = "LATEST"
 EXPORT_META = "recsys.json"
 INDEX_MANIFEST = "manifest.json"
 
-ModelKind = Literal["pretrain", "finetune", "ctr", "search"]
-Kind = Literal["dataset", "pretrain", "finetune", "ctr", "search", "index"]
-MODEL_KINDS: tuple[str, ...] = ("pretrain", "finetune", "ctr", "search")
+ModelKind = Literal["pretrain", "finetune", "ctr", "search", "forecaster"]
+Kind = Literal["dataset", "pretrain", "finetune", "ctr", "search", "forecaster", "index", "forecast"]
+MODEL_KINDS: tuple[str, ...] = ("pretrain", "finetune", "ctr", "search", "forecaster")
 # kind → (what it is called in messages, the stage that produces it)
 _DESCRIBED = {
     "dataset": ("prepared dataset", "prepare"),
@@ -41,7 +42,9 @@ _DESCRIBED = {
     "finetune": ("fine-tuned model", "finetune"),
     "ctr": ("CTR model", "ctr"),
     "search": ("fine-tuned search encoder", "search"),
+    "forecaster": ("neural demand forecaster", "forecast"),
     "index": ("item index", "index"),
+    "forecast": ("demand forecast", "forecast"),
 }
 
 
@@ -163,20 +166,34 @@ class ModelExport:
 
 
 @dataclass(frozen=True)
-class IndexRelease:
-    """A servable version: one model + its FAISS index (+ CTR ranker, + text index), by manifest."""
+class _ManifestVersion:
+    """A version folder described by its manifest.json (an index or a forecast)."""
 
     path: Path
     manifest: dict
+    what: ClassVar[str] = ""  # how messages call it
+    produced_by: ClassVar[str] = ""
 
     @classmethod
-    def load(cls, path: str | Path) -> IndexRelease:
+    def load(cls, path: str | Path):
         path = Path(path)
-        return cls(path, json.loads(_version_file(path, INDEX_MANIFEST, "index version", "`recsys index --config …`")))
+        return cls(path, json.loads(_version_file(path, INDEX_MANIFEST, cls.what, cls.produced_by)))
 
     @property
     def version(self) -> str:
         return self.manifest["version"]
+
+    @property
+    def dataset_path(self) -> Path:
+        return Path(self.manifest["dataset_path"])
+
+
+@dataclass(frozen=True)
+class IndexRelease(_ManifestVersion):
+    """A servable version: one model + its FAISS index (+ CTR ranker, + text index), by manifest."""
+
+    what: ClassVar[str] = "index version"
+    produced_by: ClassVar[str] = "`recsys index --config …`"
 
     @property
     def model_path(self) -> Path:
@@ -186,9 +203,15 @@ class IndexRelease:
     def ranker_path(self) -> Path | None:
         return Path(self.manifest["ranker_path"]) if self.manifest.get("ranker_path") else None
 
-    @property
-    def dataset_path(self) -> Path:
-        return Path(self.manifest["dataset_path"])
+
+@dataclass(frozen=True)
+class ForecastRelease(_ManifestVersion):
+    """A published demand forecast (recsys.forecast.stage): per product P10/P50/P90 for
+    `max_horizon` weeks from `origin`, the replenishment advice, the history it was made from and
+    the backtest of every forecaster."""
+
+    what: ClassVar[str] = "forecast version"
+    produced_by: ClassVar[str] = "`recsys forecast --config …`"
 
 
 def _same(a: Path | None, b: Path | None) -> bool:
@@ -214,6 +237,8 @@ class ArtifactStore:
             return self.root / "datasets" / dataset_name
         if kind == "index":
             return self.root / "indexes" / self.run_name
+        if kind == "forecast":
+            return self.root / "forecasts" / self.run_name
         if kind in MODEL_KINDS:
             return self.root / "models" / self.run_name / kind
         raise ValueError(f"unknown artifact kind {kind!r}; use one of {', '.join(_DESCRIBED)}")
@@ -227,6 +252,8 @@ class ArtifactStore:
             return Dataset(Path(path))
         if kind == "index":
             return IndexRelease.load(path)
+        if kind == "forecast":
+            return ForecastRelease.load(path)
         export = ModelExport.load(path)
         if export.stage != kind:
             raise ValueError(f"{path} is a {export.stage} export, not a {kind} one")
@@ -278,11 +305,18 @@ class ArtifactStore:
 
     def publish_index(self, version: str, manifest: dict, write) -> IndexRelease:
         """`write(scratch)` fills the version folder; the manifest is written last, then LATEST moves."""
-        parent = self.folder("index")
+        return IndexRelease.load(self._publish_folder("index", version, manifest, write))
+
+    def publish_forecast(self, version: str, manifest: dict, write) -> ForecastRelease:
+        """Like publish_index, for a forecast version."""
+        return ForecastRelease.load(self._publish_folder("forecast", version, manifest, write))
+
+    def _publish_folder(self, kind: Kind, version: str, manifest: dict, write) -> Path:
+        parent = self.folder(kind)
         final = parent / version
         if not (final / INDEX_MANIFEST).is_file():
             with atomic_folder(final) as scratch:
                 write(scratch)
                 (scratch / INDEX_MANIFEST).write_text(json.dumps(manifest, indent=2))
         point_latest(parent, version)
-        return IndexRelease.load(final)
+        return final

@@ -1,6 +1,7 @@
 """The `recsys` command: argparse subcommands, thin over the library.
 
-    recsys <stage> --config FILE [--set KEY=VALUE ...]     prepare, pretrain, finetune, ctr, search, index, evaluate
+    recsys <stage> --config FILE [--set KEY=VALUE ...]     prepare, pretrain, finetune, ctr, search, index, evaluate, forecast
+    recsys forecast report --config FILE [--items ID,ID]    the latest forecast's fan chart and backtest PNGs
     recsys eval report --config FILE [--model DIR] [--set ...]
     recsys data stats <dataset folder> [--out DIR]
     recsys k8s [--kubeconfig F] [--context C] [-n NS] submit|status|wait|logs ...
@@ -39,7 +40,19 @@ STAGE_HELP = {
     "search": "fine-tune the search text encoder on the logs' (query, clicked item) pairs",
     "index": "the fine-tuned model's item vectors (and item texts) → a versioned FAISS index",
     "evaluate": "evaluate the latest fine-tuned model (the config's protocol) and write report.json",
+    "forecast": "weekly demand per product from the sales: backtest every forecaster, publish the default one for "
+                "/forecast; `recsys forecast report` plots the latest",
 }
+
+
+def _forecast_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=["run", "report"], default="run",
+                        help="run: the stage (default); report: the fan chart and backtest PNGs of the latest forecast")
+    parser.add_argument("--items", metavar="ID,ID", help="report: products for the fan chart (default: the top sellers)")
+
+
+# Arguments a stage's command takes beside --config/--set (the same in `recsys <stage>` and ray_jobs/).
+STAGE_ARGUMENTS = {"forecast": _forecast_arguments}
 
 
 def config_parent(default_config: str | None = None) -> argparse.ArgumentParser:
@@ -70,9 +83,11 @@ def stage_command(stage: str, args: argparse.Namespace) -> int:
     """`recsys <stage>` (and `ray_jobs/<script>.py`): run one pipeline stage on Ray, print its result."""
     cfg = config_of(args)
     from recsys import stages
+    from recsys.artifacts import ArtifactStore
     from recsys.runtime import init_ray, quiet_ray_data
 
-    init_ray(cfg.cluster)
+    if getattr(args, "action", "run") == "run":  # a report reads artifacts only
+        init_ray(cfg.cluster)
     quiet_ray_data()
     t0 = time.perf_counter()
     try:
@@ -94,6 +109,21 @@ def stage_command(stage: str, args: argparse.Namespace) -> int:
         elif stage == "index":
             release = stages.index(cfg)
             print(json.dumps({"index": str(release.path), **release.manifest}, indent=2))
+        elif stage == "forecast":
+            from recsys.forecast.report import format_backtest, write_report
+
+            if getattr(args, "action", "run") == "report":
+                release = ArtifactStore.of(cfg).latest("forecast")
+                paths = write_report(release, args.items.split(",") if args.items else None)
+                print(format_backtest(release.manifest))
+                print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+            else:
+                release = stages.forecast(cfg)
+                if release is None:
+                    print("forecast is disabled in the config (forecast.enabled: false)")
+                else:
+                    print(format_backtest(release.manifest))
+                    print(f"forecast: {release.path}")
         elif stage == "evaluate":
             from recsys.eval.evaluate import format_report
 
@@ -136,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parent = config_parent()
     for stage in PIPELINE_STAGES:
         text = STAGE_HELP.get(stage, f"the {stage} stage")
-        commands.add_parser(stage, parents=[parent], help=text, description=text).set_defaults(
-            func=partial(stage_command, stage))
+        command = commands.add_parser(stage, parents=[parent], help=text, description=text)
+        command.set_defaults(func=partial(stage_command, stage))
+        STAGE_ARGUMENTS.get(stage, lambda _: None)(command)
     _add_eval(commands, parent)
     _add_data(commands)
     from recsys.k8s import cli as k8s_cli
@@ -198,6 +229,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> int:
     text = STAGE_HELP.get(stage, f"the {stage} stage")
     parser = argparse.ArgumentParser(prog=f"recsys {stage}", description=text, parents=[config_parent()])
     parser.set_defaults(func=partial(stage_command, stage))
+    STAGE_ARGUMENTS.get(stage, lambda _: None)(parser)
     return _execute(parser, argv)
 
 

@@ -1,7 +1,7 @@
 """One typed config tree, loaded from one YAML file, read by every stage.
 
 Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `ctr`, `eval`, `search`,
-`index`, `serve`), plus `artifacts` (where everything is written) and `cluster` (how Ray is sized).
+`index`, `serve`, `forecast`), plus `artifacts` (where everything is written) and `cluster` (how Ray is sized).
 Unknown keys and bad values fail with a `ConfigError` that names the file, the dotted field and what
 is allowed. The training stages (`pretrain`, `finetune`, `ctr`, `search.train`) share
 `TrainStageConfig` and each adds only what it reads, so one stage's setting under another is refused.
@@ -38,6 +38,12 @@ class SyntheticShopConfig(_Section):
     num_brands: int = Field(40, ge=2)
     mean_sessions_per_user: float = Field(4.0, gt=0)
     days: int = Field(180, ge=1, le=3650, description="length of the simulated period")
+    launch_share: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of products launched during the period (uniformly in its second "
+        "half): no event shows them before their launch day (0: the whole catalog from day one)")
+    trend_strength: float = Field(
+        0.0, ge=0.0, le=1.0, description="per-product popularity trends: each product's events are thinned by a "
+        "linear ramp over the period, rising or falling, down to 1 − this at its low end (0: no trends)")
     seed: int = 0
 
 
@@ -434,6 +440,79 @@ class SearchConfig(_Section):
     query_cache_size: int = Field(4096, ge=0, description="query embeddings kept per replica (LRU); 0: none")
 
 
+class ForecastTrainConfig(TrainStageConfig):
+    """`forecast.train`: the global neural forecaster on the one training loop (pinball loss over
+    P10/P50/P90). No valid split inside the history (its last weeks are the most informative), so
+    the last epoch is exported; epochs were chosen on validation origins (docs/forecast.md)."""
+
+    refused_key_hints: ClassVar[dict[str, str]] = {"enabled": "forecast.enabled turns the forecast stage on and off"}
+
+    epochs: _Epochs = 12
+    batch_size: _BatchSize = 256
+    lr: _PeakLr = 3e-3
+    weight_decay: float = Field(1e-4, ge=0)
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage (0 = plain data parallel)")
+
+
+class BacktestConfig(_Section):
+    """Rolling-origin evaluation: `origins` cut dates, `step_weeks` apart, the last one as late as
+    the horizon allows (or `last_origin`); each forecaster is refitted at every origin."""
+
+    enabled: bool = Field(True, description="backtest every forecaster before publishing (false: publish only)")
+    origins: int = Field(3, ge=1, le=52)
+    step_weeks: int = Field(2, ge=1, le=52)
+    last_origin: datetime | None = Field(None, description="the latest cut (a Monday); default: the last full week − horizon")
+
+
+class ReplenishmentConfig(_Section):
+    """Periodic review, order-up-to policy from the quantile forecasts (recsys/forecast/replenish.py)."""
+
+    service_level: float = Field(0.95, gt=0.5, lt=1.0, description="target chance of no stock-out over lead time + review")
+    lead_time_weeks: int = Field(1, ge=0, le=26, description="weeks from placing an order to receiving it")
+
+
+class ForecastConfig(_Section):
+    """`forecast`: weekly demand per product from the sales the logs hold (recsys/forecast)."""
+
+    enabled: bool = Field(True, description="run the forecast stage and serve /forecast")
+    model: Literal["neural", "lightgbm", "auto_ets", "auto_theta", "seasonal_naive"] = Field(
+        "lightgbm", description="the forecaster the stage publishes and /forecast serves (all are backtested)")
+    horizon: int = Field(4, ge=1, le=52, description="weeks the backtest scores")
+    max_horizon: int = Field(12, ge=1, le=52, description="weeks published per product; /forecast?horizon= accepts 1..this")
+    season_length: int = Field(52, ge=1, le=104, description="weeks in a season; shorter series fall back to naive (season 1)")
+    window_weeks: int = Field(16, ge=2, le=104, description="recent weeks the global models read (lags, windows)")
+    item_vectors: bool = Field(True, description="neural: the recommender's item vector (id, attributes, text) as a covariate")
+    vector_dropout: float = Field(
+        0.5, ge=0.0, lt=1.0, description="neural, training only: the share of examples that see their product without its "
+        "item vector, so the network learns to forecast from the history alone and uses the vector where the history is short")
+    vector_width: int = Field(8, ge=1, le=256, description="neural: the item vector's projection before it joins the other inputs")
+    hidden_size: int = Field(256, ge=8, le=8192, description="neural: width of the network's hidden layers")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="neural: dropout after each hidden layer")
+    volume_weight: float = Field(
+        0.0, ge=0.0, le=2.0, description="neural: each example's loss weighted by (1 + its recent weekly units)^this, "
+        "so big sellers count more, as they do in WAPE and in stock value (0: every series alike)")
+    holiday_country: str | None = Field(None, description="ISO country whose public holidays enter the calendar (e.g. GB)")
+    series_per_task: int = Field(400, ge=1, description="series per Ray task when the statistical models fan out")
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    replenishment: ReplenishmentConfig = Field(default_factory=ReplenishmentConfig)
+    train: ForecastTrainConfig = Field(default_factory=ForecastTrainConfig)
+
+    @model_validator(mode="after")
+    def _horizons_fit(self) -> ForecastConfig:
+        if self.horizon > self.max_horizon:
+            raise ValueError(f"horizon ({self.horizon}) must be ≤ max_horizon ({self.max_horizon})")
+        if self.replenishment.lead_time_weeks + 1 > self.max_horizon:
+            raise ValueError(f"replenishment.lead_time_weeks + 1 ({self.replenishment.lead_time_weeks + 1}) must be ≤ "
+                             f"max_horizon ({self.max_horizon}): the order-up-to level covers lead time + one review week")
+        if self.holiday_country is not None:
+            import holidays
+
+            if self.holiday_country not in holidays.list_supported_countries():
+                raise ValueError(f"holiday_country {self.holiday_country!r} is not a country the holidays package knows; "
+                                 "use an ISO 3166 code such as GB, US, DE, or null")
+        return self
+
+
 class ClusterConfig(_Section):
     """How Ray is sized. `address` None starts a local Ray (the embedded default)."""
 
@@ -464,6 +543,7 @@ class RecsysConfig(_Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ STAGE_SCRIPTS: dict[str, str] = {
     "search": "train_search.py",
     "index": "build_index.py",
     "evaluate": "evaluate.py",
+    "forecast": "forecast.py",
 }
 PIPELINE_STAGES: tuple[str, ...] = tuple(STAGE_SCRIPTS)
 

@@ -13,8 +13,8 @@ from recsys.artifacts import ArtifactStore, Dataset, IndexRelease, ModelExport
 from recsys.config import RecsysConfig
 from recsys.entrypoints import PIPELINE_STAGES  # noqa: F401 - re-exported: the stages, in order
 
-__all__ = ["PIPELINE_STAGES", "build_servable", "ctr", "evaluate", "finetune", "index", "latest_dataset", "prepare",
-           "pretrain", "pretraining_run", "search"]
+__all__ = ["PIPELINE_STAGES", "build_servable", "ctr", "evaluate", "finetune", "forecast", "index", "latest_dataset",
+           "prepare", "pretrain", "pretraining_run", "search"]
 
 
 def prepare(cfg: RecsysConfig) -> Dataset:
@@ -148,3 +148,13 @@ def evaluate(cfg: RecsysConfig, model_path: Path | None = None) -> dict:
     if release is not None and release.model_path.resolve() != model.path:
         release = None
     return run_evaluation(cfg, model, ranker, release)
+
+
+def forecast(cfg: RecsysConfig, dataset: Dataset | None = None):
+    """The forecast stage: weekly demand per product from the dataset's sales, every forecaster
+    backtested, the default one published for /forecast (recsys/forecast/stage.py). None when off."""
+    from recsys.forecast.stage import run_forecast
+
+    if not cfg.forecast.enabled:
+        return None
+    return run_forecast(cfg, dataset or latest_dataset(cfg))

@@ -42,6 +42,10 @@ def build_app(args: ServeArgs | dict) -> Application:
     events = None
     if cfg.serve.events.backend == "memory":
         events = EventStoreDeployment.bind(spec.events_folder, cfg.serve.events.model_dump(mode="json"))
-    return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config={"index_version": release.version}).bind(
+    user_config = {"index_version": release.version}
+    forecast = ArtifactStore.of(cfg).latest("forecast", required=False) if cfg.forecast.enabled else None
+    if forecast is not None:
+        user_config["forecast_version"] = forecast.version
+    return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config=user_config).bind(
         spec.model_dump(mode="json"), events
     )

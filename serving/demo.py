@@ -71,19 +71,19 @@ def _run(cfg, args) -> int:
     quiet_ray_data()
     try:
         t = time.perf_counter()
-        _banner("1/7 prepare data (Ray Data)")
+        _banner("1/8 prepare data (Ray Data)")
         dataset = stages.prepare(cfg)
         print(json.dumps({"dataset": str(dataset.path), **dataset.manifest["counts"]}, indent=2))
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"2/7 pretrain: masked items, ZeRO-{cfg.pretrain.zero_stage}, {cfg.cluster.train_workers} workers")
+        _banner(f"2/8 pretrain: masked items, ZeRO-{cfg.pretrain.zero_stage}, {cfg.cluster.train_workers} workers")
         pre = stages.pretrain(cfg, dataset)
         print("skipped (pretrain.enabled: false)" if pre is None else _epochs(pre.metrics))
         timings["pretrain"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"3/7 fine-tune: next item, ZeRO-{cfg.finetune.zero_stage}")
+        _banner(f"3/8 fine-tune: next item, ZeRO-{cfg.finetune.zero_stage}")
         fine = stages.finetune(cfg, dataset, init_from=pre.model_path if pre else None)
         print(_epochs(fine.metrics))
         print(f"model: {fine.model_path}")
@@ -91,7 +91,7 @@ def _run(cfg, args) -> int:
 
         t = time.perf_counter()
         protocol = "leave-one-out" if cfg.data.split.mode == "leave_one_out" else "global time cut"
-        _banner(f"4/7 evaluate: {protocol}, {'sampled' if cfg.eval.sampled_negatives else 'full'} ranking")
+        _banner(f"4/8 evaluate: {protocol}, {'sampled' if cfg.eval.sampled_negatives else 'full'} ranking")
         report = stages.evaluate(cfg, fine.model_path)
         print(format_report(report))
         m = report["metrics"]["model"]
@@ -99,13 +99,13 @@ def _run(cfg, args) -> int:
         timings["evaluate"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner("5/7 search: the text encoder fine-tuned on (query, clicked item) pairs, when the logs hold searches")
+        _banner("5/8 search: the text encoder fine-tuned on (query, clicked item) pairs, when the logs hold searches")
         encoder = stages.search(cfg, dataset)
         print(f"encoder: {encoder.model_path}" if encoder else "no searches in these logs: the index embeds item texts with the pretrained MiniLM")
         timings["search"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"6/7 index: item vectors → FAISS ({cfg.index.kind})")
+        _banner(f"6/8 index: item vectors → FAISS ({cfg.index.kind})")
         release = stages.index(cfg, fine.model_path)
         m = release.manifest
         print(f"index {release.version}: {m['kind']}, {m['items']} items, recall@100 {m['recall_at_100']:.4f} against exact search")
@@ -115,7 +115,20 @@ def _run(cfg, args) -> int:
         timings["index"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _banner(f"7/7 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
+        forecast = None
+        if cfg.forecast.enabled:
+            _banner(f"7/8 forecast: weekly demand per product, {cfg.forecast.model} (backtest: "
+                    f"{'on' if cfg.forecast.backtest.enabled else 'off'})")
+            from recsys.forecast.report import format_backtest
+
+            forecast = stages.forecast(cfg, dataset)
+            print(format_backtest(forecast.manifest))
+        else:
+            _banner("7/8 forecast: skipped (forecast.enabled: false)")
+        timings["forecast"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        _banner(f"8/8 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
         serve.start(http_options=http_options(cfg.serve))
         serve.run(build_app({"config": args.config, "overrides": args.overrides, "index_version": release.version}),
                   name="recommender", route_prefix=cfg.serve.route_prefix)
@@ -136,6 +149,8 @@ def _run(cfg, args) -> int:
         print(f"unknown user → cold_start={cold['cold_start']}, {[i['item_id'] for i in cold['items']]}")
         if m.get("search"):
             _search_demo(base, dataset, user)
+        if forecast is not None:
+            _forecast_demo(base, forecast)
         print(f"OpenAPI docs: {base}/docs")
         timings["serve"] = time.perf_counter() - t
     finally:
@@ -145,6 +160,18 @@ def _run(cfg, args) -> int:
     _banner("done")
     print("  ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     return 0
+
+
+def _forecast_demo(base: str, release) -> None:
+    """GET /forecast for the product that sold most in the history's last weeks."""
+    import pandas as pd
+
+    history = pd.read_parquet(release.path / "history.parquet")
+    top = history[history["ds"] == history["ds"].max()].nlargest(1, "y")["unique_id"].iloc[0]
+    answer = requests.get(f"{base}/forecast/{top}", params={"horizon": 4}, timeout=30)
+    print(f"GET {base}/forecast/{top}?horizon=4 → {answer.status_code}")
+    answer.raise_for_status()
+    print(json.dumps(answer.json(), indent=2)[:1500])
 
 
 def _search_demo(base: str, dataset, user: str) -> None:

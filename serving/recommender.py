@@ -28,11 +28,13 @@ from recsys.config import EventStoreConfig
 from recsys.online.cold_start import CatalogLog
 from recsys.online.engine import EngineSpec, InvalidRequest, OnlineEngine, Recommendation, now_ms
 from recsys.online.events import MemoryEventStore, RedisEventStore
+from recsys.online.forecast import ForecastService
 from serving.http import Guard, RequestError, api
 from serving.metrics import ServingMetrics
 from serving.schemas import (
     EventRequest,
     EventResponse,
+    ForecastResponse,
     ItemResponse,
     NewItemRequest,
     NewItemResponse,
@@ -107,6 +109,7 @@ class RecommenderDeployment:
         self.items_log = CatalogLog(self.spec.items_log) if self.spec.items_log else None
         self.events = _RemoteEvents(events) if events is not None else _LocalEvents(RedisEventStore(self.cfg.events))
         self.active: OnlineEngine | None = None
+        self.forecasts: ForecastService | None = None
         self.swap_error: str | None = None
         self.metrics = ServingMetrics()
         self.guard = Guard(self.cfg.max_body_bytes, self.metrics)  # read by serving.http's middleware
@@ -115,6 +118,7 @@ class RecommenderDeployment:
             batched.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
 
     async def reconfigure(self, user_config: dict) -> None:
+        await self._swap_forecast(user_config.get("forecast_version"))
         try:
             release = self.spec.release(str(user_config["index_version"]))
         except (KeyError, OSError, ValueError) as exc:
@@ -137,6 +141,26 @@ class RecommenderDeployment:
         self.active, self.swap_error = candidate, None
         self.metrics.serving((old.version, old.model_version) if old else None, (candidate.version, candidate.model_version))
         logger.info("now serving %s (was %s)", candidate.version, old.version if old else None)
+
+    async def _swap_forecast(self, version: str | None) -> None:
+        """Serve forecast `version` (loaded beside the current one, then switched to); without one, the
+        latest published when none is loaded yet. A version that does not load leaves the current
+        one serving."""
+        from pathlib import Path
+
+        from recsys.artifacts import ForecastRelease, latest_version
+
+        root = Path(self.spec.forecast_root) if self.spec.forecast_root else None
+        if root is None or (version is None and (self.forecasts is not None or not (root / "LATEST").is_file())):
+            return
+        if self.forecasts is not None and self.forecasts.version == version:
+            return
+        try:
+            release = ForecastRelease.load(root / version if version else latest_version(root, "forecast"))
+            self.forecasts = await asyncio.to_thread(ForecastService, release)
+        except Exception as exc:  # noqa: BLE001 - the current forecast keeps serving
+            self.swap_error = f"forecast {version}: {exc}"
+            logger.error("refused to switch to forecast %s: %s", version, exc)
 
     def _load_checked(self, release: IndexRelease) -> OnlineEngine:
         engine = OnlineEngine(release, self.spec)
@@ -252,6 +276,15 @@ class RecommenderDeployment:
             index = engine.indices([body.item_id], "item_id")[0]
         count = await self.events.record(body.user_id, index, body.event, body.timestamp if body.timestamp is not None else now_ms())
         return EventResponse(user_id=body.user_id, recorded=True, recent_events=count)
+
+    @api.get("/forecast/{item_id}", response_model=ForecastResponse)
+    def forecast(self, item_id: str, horizon: int | None = None) -> ForecastResponse:
+        """Demand forecast of a product (P10/P50/P90 per week) and its replenishment advice."""
+        if self.forecasts is None:
+            raise RequestError("forecast", "no demand forecast is loaded: run the forecast stage "
+                               "(recsys forecast --config …) and redeploy, or set forecast.enabled", status=503)
+        with engine_errors():
+            return ForecastResponse(**self.forecasts.answer(item_id, horizon))
 
     @api.get("/items/{item_id}", response_model=ItemResponse)
     def get_item(self, item_id: str) -> ItemResponse:

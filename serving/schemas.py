@@ -188,6 +188,30 @@ class ItemResponse(BaseModel):
     train_count: int
 
 
+class ForecastWeek(BaseModel):
+    week: str = Field(description="the week's Monday (ISO date)")
+    p10: float
+    p50: float
+    p90: float
+
+
+class ReplenishmentAdvice(BaseModel):
+    reorder_point: float = Field(description="order when the stock position falls to this (lead-time demand at the service level)")
+    order_up_to: float = Field(description="order up to this position (lead time + one review week at the service level)")
+    service_level: float
+    lead_time_weeks: int
+
+
+class ForecastResponse(BaseModel):
+    item_id: str
+    version: str
+    origin: str = Field(description="the first forecast week (the week after the history's last whole week)")
+    model: str
+    weeks: list[ForecastWeek]
+    total_p50: float
+    replenishment: ReplenishmentAdvice
+
+
 class FieldError(BaseModel):
     field: str
     message: str

@@ -5,6 +5,9 @@ World:
   attributes; popularity within each category is Zipf-like;
 - users with latent interests (a Dirichlet mix over categories);
 - traffic with a weekly rhythm, a slow seasonal wave and a few sale days (daily sales per item follow);
+- optionally (`launch_share`, `trend_strength`; off by default, so the default shop is unchanged)
+  product launches during the period and per-product rising or falling popularity: what demand
+  forecasting (recsys.forecast) must handle;
 - sessions: sometimes a keyword search first (query text made from the wanted item's title, with
   synonyms and typos, so exact word matching is not enough); then steps where the user sees 4
   impressions and clicks at most one; a click may lead to add-to-cart and purchase.
@@ -202,6 +205,9 @@ def generate_shop(cfg: SyntheticShopConfig) -> tuple[pa.Table, pa.Table]:
     session = np.concatenate([p[4] for p in parts])
     order = np.lexsort((kind, ts, user))
     user, item, kind, ts, session = user[order], item[order], kind[order], ts[order], session[order]
+    keep = _launches_and_trends(cfg, item, ts)
+    if keep is not None:
+        user, item, kind, ts, session = user[keep], item[keep], kind[keep], ts[keep], session[keep]
 
     queries = np.array([None] * n_s, dtype=object)
     for s in searches:
@@ -221,6 +227,26 @@ def generate_shop(cfg: SyntheticShopConfig) -> tuple[pa.Table, pa.Table]:
         schema=EVENTS_SCHEMA,
     )
     return events, catalog
+
+
+def _launches_and_trends(cfg: SyntheticShopConfig, item: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+    """Which events survive the products' launch days and popularity trends (None: all, no draw).
+    A separate random stream, so the rest of the shop is the same with or without them."""
+    if not (cfg.launch_share or cfg.trend_strength):
+        return None
+    rng = np.random.default_rng([cfg.seed, 1])
+    start_ms, span = int(_START.timestamp() * 1000), cfg.days * 86_400_000
+    launched = rng.random(cfg.num_items) < cfg.launch_share
+    launch_ms = np.where(launched, start_ms + rng.uniform(0.5, 1.0, cfg.num_items) * span, -np.inf)
+    rising = rng.random(cfg.num_items) < 0.5
+    where = np.clip((ts - start_ms) / span, 0.0, 1.0)  # 0 at the start of the period, 1 at its end
+    has_item = item >= 0
+    idx = np.maximum(item, 0)
+    ramp = np.where(rising[idx], where, 1.0 - where)  # 1 at the product's popular end
+    keep_p = 1.0 - cfg.trend_strength * (1.0 - ramp)
+    keep = rng.random(len(item)) < keep_p
+    keep &= ts >= launch_ms[idx]
+    return ~has_item | keep
 
 
 def events_per_user(cfg: SyntheticShopConfig) -> float:

@@ -1,5 +1,6 @@
-"""Ranking metrics (HR, NDCG, MRR; graded nDCG, Recall, MRR) and CTR metrics (AUC, GAUC, log-loss):
-the one place every evaluation — full ranking, the sampled protocol, in-loop validation, search —
+"""Ranking metrics (HR, NDCG, MRR; graded nDCG, Recall, MRR), CTR metrics (AUC, GAUC, log-loss) and
+demand-forecast metrics (WAPE, MASE, pinball loss, interval coverage): the one place every evaluation —
+full ranking, the sampled protocol, in-loop validation, search, forecast backtests —
 computes them.
 
 The tie rule, everywhere: ties are broken uniformly at random, and every metric is its exact
@@ -173,3 +174,42 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     y = np.asarray(labels, dtype=np.float64)
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+# ---- demand forecasts (recsys.forecast) ----------------------------------------------------------
+QUANTILES = (0.1, 0.5, 0.9)  # P10, P50, P90: the columns p10, p50, p90 of every forecast
+
+
+def pinball(actual: np.ndarray, predicted: np.ndarray, q: float) -> np.ndarray:
+    """Per-row quantile (pinball) loss of the q-quantile forecast."""
+    diff = np.asarray(actual, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
+    return np.maximum(q * diff, (q - 1) * diff)
+
+
+def forecast_metrics(rows) -> dict[str, float]:
+    """Point and quantile accuracy of forecast rows (a DataFrame: unique_id, y, p10, p50, p90,
+    scale = the series' in-sample MAE of the seasonal naive forecast, NaN or 0 where it has none).
+
+    wape      Σ|y − P50| / Σy over every row (units-weighted: big sellers count more)
+    mase      per series, the MAE of P50 over its scale, then the mean over series with a scale > 0
+              (< 1: better than the seasonal naive forecast was in-sample; Hyndman & Koehler 2006)
+    pinball   mean pinball loss of P10, P50 and P90, over the mean of y (scale-free)
+    coverage_p10_p90   share of rows with P10 ≤ y ≤ P90 (0.8 for calibrated quantiles)
+    """
+    y = rows["y"].to_numpy(dtype=np.float64)
+    total = y.sum()
+    out = {"rows": int(len(rows)), "series": int(rows["unique_id"].nunique()), "units": float(total)}
+    if not len(rows):
+        return out | {"wape": float("nan"), "mase": float("nan"), "pinball": float("nan"), "coverage_p10_p90": float("nan")}
+    abs_err = np.abs(y - rows["p50"].to_numpy(dtype=np.float64))
+    losses = np.mean([pinball(y, rows[f"p{round(q * 100)}"].to_numpy(), q).mean() for q in QUANTILES])
+    per_series = rows.assign(abs_err=abs_err).groupby("unique_id").agg(mae=("abs_err", "mean"), scale=("scale", "first"))
+    scaled = per_series[per_series["scale"] > 0]
+    out |= {
+        "wape": float(abs_err.sum() / total) if total > 0 else float("nan"),
+        "mase": float((scaled["mae"] / scaled["scale"]).mean()) if len(scaled) else float("nan"),
+        "mase_series": int(len(scaled)),
+        "pinball": float(losses / max(y.mean(), 1e-12)),
+        "coverage_p10_p90": float(np.mean((rows["p10"].to_numpy() <= y) & (y <= rows["p90"].to_numpy()))),
+    }
+    return out

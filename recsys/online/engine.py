@@ -56,6 +56,7 @@ class EngineSpec(BaseModel):
     session_gap_ms: int
     items_log: str | None = None  # items added while serving (recsys.online.cold_start.CatalogLog)
     events_folder: str  # the memory event store's log and snapshots
+    forecast_root: str | None = None  # the folder of published forecast versions (forecasts/<run_name>), when forecast is on
 
     @classmethod
     def of(cls, cfg: RecsysConfig) -> EngineSpec:
@@ -64,6 +65,7 @@ class EngineSpec(BaseModel):
             index_root=str(ArtifactStore.of(cfg).folder("index")), serve=cfg.serve, index=cfg.index, search=cfg.search,
             interaction_events=list(cfg.data.interaction_events), session_gap_ms=int(cfg.data.session_gap_minutes * 60_000),
             items_log=str(serving / cfg.run_name / "new_items.jsonl"), events_folder=cfg.serve.events.path or str(serving / "events"),
+            forecast_root=str(ArtifactStore.of(cfg).folder("forecast")) if cfg.forecast.enabled else None,
         )
 
     def release(self, version: str) -> IndexRelease:

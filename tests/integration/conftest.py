@@ -43,6 +43,8 @@ def tiny_config_dict(root: Path) -> dict:
         "eval": {"ks": [5, 10]},
         "search": {"train": {"epochs": 2, "batch_size": 16, "lr": 1e-4, "zero_stage": 2}, "candidates": 40},
         "serve": {"port": free_port(), "max_k": 50, "candidates": 30, "ingress": serve_ingress()},
+        "forecast": {"model": "neural", "horizon": 2, "max_horizon": 4, "window_weeks": 6, "backtest": {"enabled": False},
+                     "train": {"epochs": 2, "batch_size": 32}},
     }
 
 
@@ -142,6 +144,7 @@ def served(tiny_run, search_encoder) -> Served:
     ctr_path = publish_untrained_ctr(tiny_run.cfg, tiny_run.finetuned.model_path)
     current = stages.index(tiny_run.cfg, tiny_run.finetuned.model_path)
     assert current.manifest["ranker_path"] == str(ctr_path)
+    stages.forecast(tiny_run.cfg, tiny_run.dataset)  # what /forecast serves (loaded at the replica's start)
     cfg = tiny_run.cfg
     serve.start(http_options=http_options(cfg.serve))
     deploy_config(serve_config(cfg, str(tiny_run.config_path), current.version))

@@ -88,3 +88,26 @@ def test_a_cold_products_served_score_is_the_offline_evaluations(retail):
     for index in picked:
         assert served[cold.loc[index, "item_id"]] == pytest.approx(float(offline[index]), abs=1e-4)
     assert torch.isfinite(offline[dataset.num_items + 2:]).all()  # every cold product has a score offline
+
+
+def test_weekly_sales_count_guest_sales_and_net_cancellations_on_the_real_log(retail):
+    """Demand series from the raw lines (recsys.forecast.series): every sale line counted, guests
+    included; the 74,215-unit order of 18 Jan 2011, cancelled minutes later by the same customer,
+    nets to nothing; the log's partial first and last weeks are left out."""
+    import pandas as pd
+
+    from recsys.forecast.stage import load_sales
+
+    cfg, dataset = retail
+    series, static = load_sales(cfg, dataset)
+    source, r = dataset.manifest["source_quarantine"], series.report
+    assert r["sale_lines"] == source["purchase_lines"] + source["quarantined_by_reason"]["no_customer"]
+    assert r["guest_sale_lines"] == source["quarantined_by_reason"]["no_customer"]
+    assert r["first_period"] == "2010-12-06" and r["last_period"] == "2011-11-28" and r["periods"] == 52
+    assert r["cancellation_lines_linked"] > 0.8 * r["cancellation_lines"] and r["refused"]["non_positive_quantity"] == 0
+    jar = series.frame[(series.frame["unique_id"] == "23166") & (series.frame["ds"] == pd.Timestamp("2011-01-17"))]
+    assert jar["y"].iloc[0] < 1_000  # without netting, that week alone would hold 74,215 units
+    per_product = series.frame.groupby("unique_id")["ds"].agg(["min", "max", "size"])
+    assert (per_product["max"] == pd.Timestamp("2011-11-28")).all()  # every series runs to the last whole week
+    assert ((per_product["max"] - per_product["min"]).dt.days // 7 + 1 == per_product["size"]).all()  # zeros filled
+    assert set(static["unique_id"]) >= set(series.frame["unique_id"]) and (static["price"] > 0).all()

@@ -162,6 +162,48 @@ def test_items_endpoint_and_unknown_item(served, offline):
     assert missing.status_code == 404 and missing.json()["detail"][0]["field"] == "item_id"
 
 
+def test_forecast_is_the_offline_models_own_prediction(served, tiny_run):
+    """GET /forecast/{item} answers the published forecast, and that is what the offline neural
+    model predicts when run again on the same history and item vectors."""
+    import pandas as pd
+
+    from recsys.artifacts import ArtifactStore
+    from recsys.forecast.neural import ForecastArrays, QuantileForecastNet, predict_arrays
+    from recsys.forecast.stage import final_problem, item_vectors, load_sales
+
+    cfg = tiny_run.cfg
+    release = ArtifactStore.of(cfg).latest("forecast")
+    series, static = load_sales(cfg, tiny_run.dataset)
+    problem = final_problem(cfg, series, static, list(series.frame["unique_id"].unique()))
+    arrays = ForecastArrays.of(problem, cfg.forecast.max_horizon, item_vectors(cfg, tiny_run.dataset))
+    offline = predict_arrays(QuantileForecastNet.load(release.manifest["forecaster_path"]), arrays,
+                             cfg.forecast.max_horizon, problem.origin)
+    top = series.frame.groupby("unique_id")["y"].sum().idxmax()
+    body = requests.get(f"{served.base}/forecast/{top}", params={"horizon": 3}, timeout=10).json()
+    assert body["version"] == release.version and body["model"] == "neural" and len(body["weeks"]) == 3
+    mine = offline[offline["unique_id"] == top].head(3)
+    for week, (_, row) in zip(body["weeks"], mine.iterrows(), strict=True):
+        assert week["week"] == str(pd.Timestamp(row["ds"]).date())
+        assert week["p10"] <= week["p50"] <= week["p90"]
+        for q in ("p10", "p50", "p90"):
+            assert week[q] == pytest.approx(max(row[q], 0.0), rel=1e-5, abs=1e-6)
+    advice = body["replenishment"]
+    assert advice["order_up_to"] >= advice["reorder_point"] >= 0 and advice["lead_time_weeks"] == 1
+
+
+@pytest.mark.parametrize(("path", "status", "field"), [
+    ("/forecast/no-such-product", 404, "item_id"),
+    ("/forecast/{item}?horizon=0", 422, "horizon"),
+    ("/forecast/{item}?horizon=99", 422, "horizon"),
+    ("/forecast/{item}?horizon=two", 422, "horizon"),
+])
+def test_forecast_bad_input_names_the_field(served, tiny_run, path, status, field):
+    item = tiny_run.dataset.items()["item_id"].iloc[0]
+    answer = requests.get(served.base + path.format(item=item), timeout=10)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["detail"][0]["field"] == field
+
+
 def test_unknown_user_gets_popular_items_marked_cold_start(served, tiny_run):
     body = post(served, "/recommend", {"user_id": "nobody-we-know", "k": 3}).json()
     assert body["cold_start"] is True and body["ranker"] == "popularity"

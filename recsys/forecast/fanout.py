@@ -1,0 +1,60 @@
+"""The statistical baselines over Ray: series cut into groups of `series_per_task`, each group one
+Ray task running statsforecast in its own process (one CPU each), so thousands of per-series fits
+use every core of every node. Same models, same results as in one process (`fit_predict_stats`):
+each series is fitted on its own."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from recsys.forecast.models import fit_predict_stats
+
+
+def _groups(history: pd.DataFrame, series_per_task: int) -> list[pd.DataFrame]:
+    ids = history["unique_id"].unique()
+    cuts = [ids[i:i + series_per_task] for i in range(0, len(ids), series_per_task)]
+    codes = pd.Series(np.arange(len(ids)) // series_per_task, index=ids)
+    by = history.groupby(history["unique_id"].map(codes).to_numpy())
+    return [by.get_group(g) for g in range(len(cuts))]
+
+
+def ray_runner(series_per_task: int):
+    """A `run(kind, history, horizon, season)` for StatsModel that fans out over Ray tasks."""
+    import ray
+
+    remote = ray.remote(num_cpus=1)(fit_predict_stats)
+
+    def run(kind: str, history: pd.DataFrame, horizon: int, season: int) -> pd.DataFrame:
+        refs = [remote.remote(kind, part, horizon, season) for part in _groups(history, series_per_task)]
+        return pd.concat(ray.get(refs), ignore_index=True)
+
+    return run
+
+
+def fanout_speed(history: pd.DataFrame, kinds: tuple[str, ...], horizon: int, series_per_task: int) -> dict:
+    """series/s of the same statsforecast fits in this one process and fanned out over Ray (both warmed
+    up on a few series first: imports and compiled kernels are not what is measured)."""
+    run = ray_runner(series_per_task)
+    sample = history[history["unique_id"].isin(history["unique_id"].unique()[:20])]
+    for kind in kinds:
+        fit_predict_stats(kind, sample, horizon, 1)
+        run(kind, pd.concat([sample] * 1), horizon, 1)
+    n = history["unique_id"].nunique()
+    out = {"series": int(n), "models": list(kinds), "series_per_task": series_per_task}
+    t0 = time.perf_counter()
+    local = pd.concat([fit_predict_stats(kind, history, horizon, 1) for kind in kinds])
+    out["one_process_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fanned = pd.concat([run(kind, history, horizon, 1) for kind in kinds])
+    out["ray_seconds"] = time.perf_counter() - t0
+    key = ["unique_id", "ds"]
+    a = local.sort_values(key, kind="stable").reset_index(drop=True)[["p50"]].to_numpy()
+    b = fanned.sort_values(key, kind="stable").reset_index(drop=True)[["p50"]].to_numpy()
+    out["max_abs_difference"] = float(np.nanmax(np.abs(a - b))) if len(a) == len(b) else float("inf")
+    out["one_process_series_per_s"] = n * len(kinds) / out["one_process_seconds"]
+    out["ray_series_per_s"] = n * len(kinds) / out["ray_seconds"]
+    out["speedup"] = out["one_process_seconds"] / out["ray_seconds"]
+    return out
