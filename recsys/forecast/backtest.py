@@ -55,7 +55,7 @@ def problem_at(series: SalesSeries, origin: pd.Timestamp, horizon: int, season_l
                predict_horizon: int | None = None) -> ForecastProblem:
     """The problem at `origin`: new products are those first sold within `horizon`; forecasters
     predict `predict_horizon` periods (default `horizon`; the replenishment replay needs more)."""
-    history = series.history(origin)[["unique_id", "ds", "y"]]
+    history = series.history(origin)[["unique_id", "ds", "y", "orders"]]
     first = series.first_sale
     end = origin + pd.Timedelta(weeks=horizon)
     new = sorted(first.index[(first >= origin) & (first < end)])

@@ -18,6 +18,7 @@ forecast get a named fallback (recorded in `fallbacks`), never a silent hole:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,11 +185,15 @@ class LightGBMModel(Forecaster):
         if problem.static is not None:
             df = df.merge(problem.static[["unique_id", "price"]], on="unique_id", how="left")
         self._static = ["price"] if problem.static is not None else []
-        self._model.fit(df, static_features=self._static)
+        with warnings.catch_warnings():  # short series' empty lags: expected, LightGBM takes the NaNs
+            warnings.filterwarnings("ignore", category=UserWarning, module="mlforecast")
+            self._model.fit(df, static_features=self._static)
 
     def predict(self, problem: ForecastProblem) -> pd.DataFrame:
         ids = problem.history["unique_id"].unique()
         grid = pd.DataFrame({"unique_id": np.repeat(ids, problem.horizon), "ds": np.tile(problem.future, len(ids))})
         x = _exogenous(problem, grid)[["unique_id", "ds", "week_of_year", "holidays", "age"]]
-        out = self._model.predict(problem.horizon, X_df=x)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="mlforecast")
+            out = self._model.predict(problem.horizon, X_df=x)
         return out.rename(columns=str)[COLUMNS]

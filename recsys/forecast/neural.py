@@ -3,7 +3,9 @@ training loop (recsys.train.loop: Ray Train + DeepSpeed ZeRO, resume, checkpoint
 on P10/P50/P90 of the next `max_horizon` weeks.
 
 Inputs of one (product, origin) example, all known at the origin:
-- the last `window` weeks of log1p(units) (zeros before the product's first sale) and their mean;
+- the last `window` weeks of log1p(units) (zeros before the product's first sale) and their mean,
+  of log1p(orders) (sale lines: how many customers bought, smoother than units, which a few large
+  orders make lumpy), and of the whole shop's log1p(units) less their mean (the season's shape);
 - the product's age in weeks (0 and a "no history" flag for one not sold yet), its log price;
 - the calendar of each target week (week of year as sine/cosine, public holidays);
 - optionally the recommender's item vector (`ItemVectors`: the model's content vector — attributes
@@ -35,6 +37,10 @@ from recsys.train.task import TrainTask
 
 STAGE = "forecaster"
 MAX_AGE = 52.0
+# The network's inputs, in its run key: a change of inputs starts a new run instead of resuming a
+# checkpoint of another shape.
+INPUTS = ("units_window", "orders_window", "shop_window", "age", "known", "log_price", "window_mean", "has_vector",
+          "calendar_sin_cos_holidays", "vector")
 
 
 @dataclass
@@ -65,6 +71,8 @@ class ForecastArrays:
 
     ids: list[str]
     units: np.ndarray  # (P, T) log1p units before the origin, zeros before the first sale
+    orders: np.ndarray  # (P, T) log1p sale lines (orders) per week: smoother than units, which big orders make lumpy
+    shop: np.ndarray  # (T,) log1p of the whole shop's weekly units: the season every product shares
     launch: np.ndarray  # (P,) first sale's period index (T for a product not sold yet)
     price: np.ndarray  # (P,) log1p price
     vectors: np.ndarray | None  # (P, D) item vectors
@@ -86,19 +94,31 @@ class ForecastArrays:
         if calendar.isna().any().any():
             raise ValueError(f"the calendar does not cover {max_horizon} periods after {problem.origin.date()}")
         vec, has = vectors.lookup(ids) if vectors is not None else (None, np.zeros(len(ids), dtype=np.float32))
-        return cls(ids, np.log1p(np.clip(table.fillna(0.0).to_numpy(dtype=np.float32), 0, None)), launch,
+        units = np.clip(table.fillna(0.0).to_numpy(dtype=np.float32), 0, None)
+        if "orders" in problem.history:
+            orders = problem.history.pivot(index="unique_id", columns="ds", values="orders").reindex(index=ids, columns=periods)
+            orders = np.log1p(np.clip(orders.fillna(0.0).to_numpy(dtype=np.float32), 0, None))
+        else:
+            orders = np.log1p(np.minimum(units, 1.0))
+        return cls(ids, np.log1p(units), orders, np.log1p(units.sum(0)), launch,
                    np.log1p(prices.fillna(0.0).to_numpy(dtype=np.float32)) if prices is not None else np.zeros(len(ids), np.float32),
                    vec, has, calendar_features(calendar.reset_index(names="ds")), problem.window, max_horizon)
 
     def inputs(self, rows: np.ndarray, anchors: np.ndarray) -> dict[str, torch.Tensor]:
         """Features of products `rows` at period indices `anchors` (the first target period)."""
         lags = anchors[:, None] - self.window + np.arange(self.window)[None, :]
-        window = np.where(lags >= 0, self.units[rows[:, None], np.clip(lags, 0, None)], 0.0)
+        inside = lags >= 0
+        window = np.where(inside, self.units[rows[:, None], np.clip(lags, 0, None)], 0.0)
+        orders = np.where(inside, self.orders[rows[:, None], np.clip(lags, 0, None)], 0.0)
+        shop = np.where(inside, self.shop[np.clip(lags, 0, None)], np.nan)
+        shop = np.nan_to_num(shop - np.nanmean(shop, axis=1, keepdims=True), nan=0.0)  # the shop's recent shape
         age = anchors - self.launch[rows]
         known = (age > 0).astype(np.float32)
         scalars = np.stack([np.clip(age, 0, MAX_AGE) / MAX_AGE, known, self.price[rows], window.mean(1), self.has_vector[rows]], 1)
         steps = anchors[:, None] + np.arange(self.max_horizon)[None, :]
-        out = {"window": torch.from_numpy(window.astype(np.float32)), "scalars": torch.from_numpy(scalars.astype(np.float32)),
+        out = {"window": torch.from_numpy(window.astype(np.float32)),
+               "context": torch.from_numpy(np.concatenate([orders, shop], 1).astype(np.float32)),
+               "scalars": torch.from_numpy(scalars.astype(np.float32)),
                "calendar": torch.from_numpy(self.calendar[steps].reshape(len(rows), -1))}
         if self.vectors is not None:
             out["vector"] = torch.from_numpy(self.vectors[rows])
@@ -131,13 +151,13 @@ class QuantileForecastNet(nn.Module):
         self.settings = {"window": window, "max_horizon": max_horizon, "vector_dim": vector_dim, "hidden": hidden,
                          "dropout": dropout, "vector_width": vector_width}
         self.vector = nn.Sequential(nn.Linear(vector_dim, vector_width), nn.GELU()) if vector_dim else None
-        width = window + 5 + 3 * max_horizon + (vector_width if vector_dim else 0)
+        width = 3 * window + 5 + 3 * max_horizon + (vector_width if vector_dim else 0)
         self.body = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 3 * max_horizon))
         self.max_horizon = max_horizon
 
-    def forward(self, window, scalars, calendar, vector=None) -> torch.Tensor:
-        parts = [window, scalars, calendar] + ([self.vector(vector)] if self.vector is not None else [])
+    def forward(self, window, context, scalars, calendar, vector=None) -> torch.Tensor:
+        parts = [window, context, scalars, calendar] + ([self.vector(vector)] if self.vector is not None else [])
         raw = self.body(torch.cat(parts, 1)).view(-1, self.max_horizon, 3)
         median = raw[..., 0] + window[:, -4:].mean(1, keepdim=True)  # residual on the recent level
         return torch.stack([median - F.softplus(raw[..., 1]), median, median + F.softplus(raw[..., 2])], -1)
@@ -185,7 +205,7 @@ class ForecastTask(TrainTask):
         self._key = key
 
     def run_key(self) -> dict:
-        return {**super().run_key(), **self._key, "network": self.network, "volume_weight": self.volume_weight,
+        return {**super().run_key(), **self._key, "inputs": INPUTS, "network": self.network, "volume_weight": self.volume_weight,
                 "vector_dropout": self.vector_dropout}
 
     def build_model(self):

@@ -71,11 +71,18 @@ def simulate(demand: np.ndarray, levels: np.ndarray | None, start: np.ndarray, l
             "lost_units": float(lost), "demand_units": float(total)}
 
 
+FRONTIER_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+NAIVE_COVER = (1, 2, 3, 4, 6)  # weeks of last week's sales the naive policy starts with
+
+
 def replay(forecasts: pd.DataFrame, actuals: pd.DataFrame, last_week_sales: pd.Series, horizon: int,
            service_level: float, lead_time: int) -> dict[str, dict]:
     """Both policies over the `horizon` weeks after one origin. `forecasts`: unique_id, ds, p50, p90
     for at least horizon + L + 1 weeks from the origin; `actuals`: unique_id, ds, y for the horizon;
-    `last_week_sales`: units in the week before the origin, per product replayed."""
+    `last_week_sales`: units in the week before the origin, per product replayed.
+
+    Also the trade-off each policy family offers ("frontier"): the forecast policy at every service
+    level of FRONTIER_LEVELS, the naive one starting with NAIVE_COVER weeks of last week's sales."""
     ids = list(last_week_sales.index)
     p50 = forecasts.pivot(index="unique_id", columns="ds", values="p50").reindex(ids).to_numpy()
     p90 = forecasts.pivot(index="unique_id", columns="ds", values="p90").reindex(ids).to_numpy()
@@ -84,24 +91,33 @@ def replay(forecasts: pd.DataFrame, actuals: pd.DataFrame, last_week_sales: pd.S
     demand = actuals.pivot(index="unique_id", columns="ds", values="y").reindex(ids).fillna(0.0).to_numpy()[:, :horizon]
     # the review at the end of week t (t = -1: the stock the replay starts with) covers weeks t+1 .. t+1+L
     covers = lambda t: slice(t + 1, t + 2 + lead_time)  # noqa: E731
-    start = quantile_of_sum(p50[:, covers(-1)], p90[:, covers(-1)], service_level)
-    levels = np.stack([quantile_of_sum(p50[:, covers(t)], p90[:, covers(t)], service_level) for t in range(horizon)], 1)
-    naive_start = last_week_sales.to_numpy(dtype=np.float64) * (lead_time + 1)
-    return {"forecast": simulate(demand, levels, start, lead_time), "naive": simulate(demand, None, naive_start, lead_time)}
+    last = last_week_sales.to_numpy(dtype=np.float64)
+
+    def forecast_policy(level: float) -> dict:
+        start = quantile_of_sum(p50[:, covers(-1)], p90[:, covers(-1)], level)
+        levels = np.stack([quantile_of_sum(p50[:, covers(t)], p90[:, covers(t)], level) for t in range(horizon)], 1)
+        return simulate(demand, levels, start, lead_time)
+
+    out = {"forecast": forecast_policy(service_level), "naive": simulate(demand, None, last * (lead_time + 1), lead_time)}
+    out["frontier"] = {f"forecast@{level}": forecast_policy(level) for level in FRONTIER_LEVELS}
+    out["frontier"] |= {f"naive@{cover}w": simulate(demand, None, last * cover, lead_time) for cover in NAIVE_COVER}
+    return out
 
 
 def pooled(replays: list[dict[str, dict]]) -> dict[str, dict]:
     """Policies' results over several origins, weighted by units and product-weeks."""
-    out = {}
-    for policy in replays[0]:
-        parts = [r[policy] for r in replays]
+    def pool(parts: list[dict]) -> dict:
         demand = sum(p["demand_units"] for p in parts)
         weeks = sum(p["product_weeks"] for p in parts)
-        out[policy] = {
+        return {
             "fill_rate": float(sum(p["fill_rate"] * p["demand_units"] for p in parts) / demand) if demand else 1.0,
             "stockout_weeks": sum(p["stockout_weeks"] for p in parts), "product_weeks": weeks,
             "average_on_hand": float(sum(p["average_on_hand"] * p["product_weeks"] for p in parts) / weeks),
             "lost_units": sum(p["lost_units"] for p in parts), "demand_units": demand,
         }
+
+    out = {policy: pool([r[policy] for r in replays]) for policy in ("forecast", "naive")}
+    if all("frontier" in r for r in replays):
+        out["frontier"] = {k: pool([r["frontier"][k] for r in replays]) for k in replays[0]["frontier"]}
     out["stock_ratio_forecast_over_naive"] = out["forecast"]["average_on_hand"] / max(out["naive"]["average_on_hand"], 1e-12)
     return out

@@ -36,6 +36,10 @@ def format_backtest(manifest: dict) -> str:
         p = rep[policy]
         lines.append(f"| {policy} | {p['fill_rate']:.3f} | {p['stockout_weeks']} / {p['product_weeks']} | "
                      f"{p['average_on_hand']:.1f} | {p['lost_units']:.0f} |")
+    if rep.get("frontier"):
+        lines += ["", "the trade-off of each policy family (fill rate at its average stock):", "",
+                  "| policy | fill rate | average on hand |", "|---|---|---|"]
+        lines += [f"| {name} | {p['fill_rate']:.3f} | {p['average_on_hand']:.1f} |" for name, p in rep["frontier"].items()]
     lines += ["", f"protocol: {bt['protocol']}"]
     return "\n".join(lines)
 

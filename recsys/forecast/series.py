@@ -68,7 +68,7 @@ def sales_lines_from_events(events: pd.DataFrame, catalog: pd.DataFrame) -> pd.D
 class SalesSeries:
     """Zero-filled sales per product and period, and what went into them."""
 
-    frame: pd.DataFrame  # unique_id, ds, y (units), revenue; one row per product and period from its first sale
+    frame: pd.DataFrame  # unique_id, ds, y (units), revenue, orders (sale lines); one row per product and period from its first sale
     calendar: pd.DataFrame  # ds, week_of_year, holidays (public holidays in the period, holiday_country)
     freq: str
     report: dict = field(default_factory=dict)
@@ -95,7 +95,7 @@ class SalesSeries:
         grid = pd.MultiIndex.from_product([ids, pd.date_range(origin, end, freq=f"{FREQS[self.freq]}D", inclusive="left")],
                                           names=["unique_id", "ds"])
         window = self.frame[(self.frame["ds"] >= origin) & (self.frame["ds"] < end)].set_index(["unique_id", "ds"])
-        return window[["y", "revenue"]].reindex(grid, fill_value=0.0).reset_index()
+        return window[["y", "revenue", "orders"]].reindex(grid, fill_value=0.0).reset_index()
 
     def wide(self) -> tuple[list[str], np.ndarray]:
         """(product ids, (products, periods) units): zeros before a product's first sale too."""
@@ -129,7 +129,8 @@ def build_series(lines: pd.DataFrame, freq: str = "W", holiday_country: str | No
     if len(periods) == 0:
         raise ValueError(f"the sales cover {first_day.date()}..{last_day.date()}: not one whole period of {freq}")
     inside = sales[(sales["period"] >= periods[0]) & (sales["period"] <= periods[-1])]
-    grouped = inside.assign(revenue=inside["net"] * inside["unit_price"]).groupby(["item_id", "period"])[["net", "revenue"]].sum()
+    grouped = inside.assign(revenue=inside["net"] * inside["unit_price"], orders=(inside["net"] > 0).astype(np.float64)) \
+        .groupby(["item_id", "period"])[["net", "revenue", "orders"]].sum()
     first = grouped.reset_index().groupby("item_id")["period"].min()
     index_of = {p: i for i, p in enumerate(periods)}
     ids = np.repeat(first.index.to_numpy(), [len(periods) - index_of[p] for p in first])
@@ -137,7 +138,8 @@ def build_series(lines: pd.DataFrame, freq: str = "W", holiday_country: str | No
     grid = pd.MultiIndex.from_arrays([ids, ds], names=["item_id", "period"])
     filled = grouped.reindex(grid, fill_value=0.0).reset_index()
     frame = pd.DataFrame({"unique_id": filled["item_id"].astype(str), "ds": pd.to_datetime(filled["period"]),
-                          "y": filled["net"].astype(np.float64), "revenue": filled["revenue"].astype(np.float64)})
+                          "y": filled["net"].astype(np.float64), "revenue": filled["revenue"].astype(np.float64),
+                          "orders": filled["orders"].astype(np.float64)})
     report = {
         "freq": freq, "products": int(frame["unique_id"].nunique()), "periods": len(periods),
         "first_period": str(periods[0].date()), "last_period": str(periods[-1].date()),

@@ -105,7 +105,7 @@ def test_finalise_sorts_crossed_quantiles_clips_negatives_and_names_the_zero_fal
 def test_the_network_cannot_cross_its_quantiles():
     torch.manual_seed(0)
     net = QuantileForecastNet(window=6, max_horizon=4, vector_dim=5, hidden=16).eval()
-    out = net(torch.randn(64, 6) * 3, torch.randn(64, 5), torch.randn(64, 12), torch.randn(64, 5))
+    out = net(torch.randn(64, 6) * 3, torch.randn(64, 12), torch.randn(64, 5), torch.randn(64, 12), torch.randn(64, 5))
     assert out.shape == (64, 4, 3)
     assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
 
