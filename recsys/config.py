@@ -449,7 +449,7 @@ class ForecastTrainConfig(TrainStageConfig):
 
     epochs: _Epochs = 12
     batch_size: _BatchSize = 256
-    lr: _PeakLr = 3e-3
+    lr: _PeakLr = 1e-3
     weight_decay: float = Field(1e-4, ge=0)
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage (0 = plain data parallel)")
 
@@ -483,10 +483,13 @@ class ForecastConfig(_Section):
     window_weeks: int = Field(16, ge=2, le=104, description="recent weeks the global models read (lags, windows)")
     item_vectors: bool = Field(True, description="neural: the recommender's item vector (id, attributes, text) as a covariate")
     vector_dropout: float = Field(
-        0.5, ge=0.0, lt=1.0, description="neural, training only: the share of examples that see their product without its "
-        "item vector, so the network learns to forecast from the history alone and uses the vector where the history is short")
+        0.5, ge=0.0, lt=1.0, description="neural, training only: the share of examples with a sales history that see their "
+        "product without its item vector, so the network learns to forecast from the history alone (a launch, with no "
+        "history, always sees its vector)")
     vector_width: int = Field(8, ge=1, le=256, description="neural: the item vector's projection before it joins the other inputs")
     hidden_size: int = Field(256, ge=8, le=8192, description="neural: width of the network's hidden layers")
+    members: int = Field(4, ge=1, le=32, description="neural: networks trained side by side in one run (each on its own "
+                         "loss, from its own initial weights); the forecast is their mean")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="neural: dropout after each hidden layer")
     volume_weight: float = Field(
         0.0, ge=0.0, le=2.0, description="neural: each example's loss weighted by (1 + its recent weekly units)^this, "

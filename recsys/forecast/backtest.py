@@ -5,8 +5,9 @@ The protocol (declared in every report, `PROTOCOL`):
 - origins: `backtest.origins` Mondays, `backtest.step_weeks` apart, the last one `horizon` weeks
   before the end of the last whole week (or `backtest.last_origin`);
 - products scored at an origin: every product sold before it, and the products first sold within
-  the horizon ("new": the forecaster is told they exist, not when they launch; their weeks before
-  the launch count as zero demand);
+  the horizon ("new": the forecaster is told they exist and the week they go on sale, as a
+  merchant knows its own launches; the log's only record of that week is the first sale, so it
+  stands in for the listing date; their weeks before the launch count as zero demand);
 - segments, by each product's units in the 13 weeks before the origin: top sellers (the top 10%),
   long tail (the bottom half), new (no sale before the origin), all;
 - metrics (recsys.eval.metrics.forecast_metrics) pool the rows of every origin; MASE scales each
@@ -27,7 +28,7 @@ from recsys.forecast.series import SalesSeries
 
 PROTOCOL = ("rolling origin: each forecaster refitted at every origin on the weeks before it; scored on the next "
             "`horizon` weeks for every product sold before the origin and every product first sold within the "
-            "horizon (new: no history, told it exists, not when it launches); segments by units in the 13 weeks "
+            "horizon (new: no history, told it exists and its launch week, the week of its first sale); segments by units in the 13 weeks "
             "before the origin (top sellers: top 10%, long tail: bottom 50%); metrics pooled over origins; MASE "
             "scaled by each series' in-sample seasonal-naive MAE")
 SEGMENTS = ("all", "new", "top_sellers", "long_tail")
@@ -60,7 +61,8 @@ def problem_at(series: SalesSeries, origin: pd.Timestamp, horizon: int, season_l
     end = origin + pd.Timedelta(weeks=horizon)
     new = sorted(first.index[(first >= origin) & (first < end)])
     return ForecastProblem(history, origin, predict_horizon or horizon, new,
-                           series.calendar if calendar is None else calendar, season_length, window, static)
+                           series.calendar if calendar is None else calendar, season_length, window, static,
+                           launches={item: first[item] for item in new})
 
 
 def seasonal_scale(history: pd.DataFrame, season_length: int) -> pd.Series:

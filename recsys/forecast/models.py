@@ -44,6 +44,7 @@ class ForecastProblem:
     window: int  # recent periods the global models read
     static: pd.DataFrame | None = None  # unique_id, price
     freq: str = "W-MON"
+    launches: dict = field(default_factory=dict)  # new product → the week it goes on sale (a merchant knows it)
 
     @property
     def future(self) -> pd.DatetimeIndex:

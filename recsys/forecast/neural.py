@@ -6,7 +6,8 @@ Inputs of one (product, origin) example, all known at the origin:
 - the last `window` weeks of log1p(units) (zeros before the product's first sale) and their mean,
   of log1p(orders) (sale lines: how many customers bought, smoother than units, which a few large
   orders make lumpy), and of the whole shop's log1p(units) less their mean (the season's shape);
-- the product's age in weeks (0 and a "no history" flag for one not sold yet), its log price;
+- the product's age in weeks (0 and a "no history" flag for one not sold yet, with the weeks until
+  it goes on sale), its log price;
 - the calendar of each target week (week of year as sine/cosine, public holidays);
 - optionally the recommender's item vector (`ItemVectors`: the model's content vector — attributes
   and projected title text — so a product launched after the cut, with no sales at all, is
@@ -37,10 +38,11 @@ from recsys.train.task import TrainTask
 
 STAGE = "forecaster"
 MAX_AGE = 52.0
-# The network's inputs, in its run key: a change of inputs starts a new run instead of resuming a
-# checkpoint of another shape.
+# In the run key: a change of the network's inputs or of how it trains (bump RECIPE) starts a new
+# run instead of resuming a checkpoint of another shape or recipe.
+RECIPE = 2  # 2: vector dropout only on examples with a history
 INPUTS = ("units_window", "orders_window", "shop_window", "age", "known", "log_price", "window_mean", "has_vector",
-          "calendar_sin_cos_holidays", "vector")
+          "weeks_to_launch", "calendar_sin_cos_holidays", "vector")
 
 
 @dataclass
@@ -73,7 +75,7 @@ class ForecastArrays:
     units: np.ndarray  # (P, T) log1p units before the origin, zeros before the first sale
     orders: np.ndarray  # (P, T) log1p sale lines (orders) per week: smoother than units, which big orders make lumpy
     shop: np.ndarray  # (T,) log1p of the whole shop's weekly units: the season every product shares
-    launch: np.ndarray  # (P,) first sale's period index (T for a product not sold yet)
+    launch: np.ndarray  # (P,) first sale's period index (T + weeks to its launch for a product not sold yet)
     price: np.ndarray  # (P,) log1p price
     vectors: np.ndarray | None  # (P, D) item vectors
     has_vector: np.ndarray  # (P,)
@@ -87,7 +89,10 @@ class ForecastArrays:
         ids = sorted(set(problem.history["unique_id"]) | set(problem.new_ids))
         table = problem.history.pivot(index="unique_id", columns="ds", values="y").reindex(index=ids, columns=periods)
         first = problem.history.groupby("unique_id")["ds"].min().reindex(ids)
-        launch = np.array([periods.get_loc(d) if pd.notna(d) else len(periods) for d in first], dtype=np.int64)
+        step = pd.Timedelta(weeks=1)
+        launch = np.array([periods.get_loc(d) if pd.notna(d) else
+                           len(periods) + max(0, int((problem.launches.get(i, problem.origin) - problem.origin) / step))
+                           for i, d in zip(ids, first, strict=True)], dtype=np.int64)
         prices = problem.static.set_index("unique_id")["price"].reindex(ids) if problem.static is not None else None
         calendar = problem.calendar.set_index("ds").reindex(
             pd.date_range(periods[0], periods=len(periods) + max_horizon, freq=problem.freq))
@@ -114,7 +119,9 @@ class ForecastArrays:
         shop = np.nan_to_num(shop - np.nanmean(shop, axis=1, keepdims=True), nan=0.0)  # the shop's recent shape
         age = anchors - self.launch[rows]
         known = (age > 0).astype(np.float32)
-        scalars = np.stack([np.clip(age, 0, MAX_AGE) / MAX_AGE, known, self.price[rows], window.mean(1), self.has_vector[rows]], 1)
+        until = np.clip(-age, 0, self.max_horizon) / self.max_horizon  # weeks until a new product goes on sale
+        scalars = np.stack([np.clip(age, 0, MAX_AGE) / MAX_AGE, known, self.price[rows], window.mean(1), self.has_vector[rows],
+                            until], 1)
         steps = anchors[:, None] + np.arange(self.max_horizon)[None, :]
         out = {"window": torch.from_numpy(window.astype(np.float32)),
                "context": torch.from_numpy(np.concatenate([orders, shop], 1).astype(np.float32)),
@@ -142,25 +149,38 @@ class ForecastArrays:
         return torch.from_numpy(values.astype(np.float32)), torch.from_numpy(inside)
 
 
-class QuantileForecastNet(nn.Module):
-    """MLP over the window, scalars, calendar (and item vector) → (B, max_horizon, 3) log1p quantiles."""
-
-    def __init__(self, window: int, max_horizon: int, vector_dim: int, hidden: int = 256, dropout: float = 0.1,
-                 vector_width: int = 8):
+class _Member(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float, max_horizon: int):
         super().__init__()
-        self.settings = {"window": window, "max_horizon": max_horizon, "vector_dim": vector_dim, "hidden": hidden,
-                         "dropout": dropout, "vector_width": vector_width}
-        self.vector = nn.Sequential(nn.Linear(vector_dim, vector_width), nn.GELU()) if vector_dim else None
-        width = 3 * window + 5 + 3 * max_horizon + (vector_width if vector_dim else 0)
         self.body = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 3 * max_horizon))
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor, max_horizon: int) -> torch.Tensor:
+        raw = self.body(x).view(-1, max_horizon, 3)
+        median = raw[..., 0] + level  # a residual on the recent level
+        return torch.stack([median - F.softplus(raw[..., 1]), median, median + F.softplus(raw[..., 2])], -1)
+
+
+class QuantileForecastNet(nn.Module):
+    """`members` MLPs over the window, context, scalars, calendar (and item vector), trained side by
+    side, each on its own loss → (members, B, max_horizon, 3) log1p quantiles in training; the
+    forecast is their mean (a mean of sorted triples stays sorted)."""
+
+    def __init__(self, window: int, max_horizon: int, vector_dim: int, hidden: int = 256, dropout: float = 0.1,
+                 vector_width: int = 8, members: int = 1):
+        super().__init__()
+        self.settings = {"window": window, "max_horizon": max_horizon, "vector_dim": vector_dim, "hidden": hidden,
+                         "dropout": dropout, "vector_width": vector_width, "members": members}
+        self.vector = nn.Sequential(nn.Linear(vector_dim, vector_width), nn.GELU()) if vector_dim else None
+        width = 3 * window + 6 + 3 * max_horizon + (vector_width if vector_dim else 0)
+        self.members = nn.ModuleList(_Member(width, hidden, dropout, max_horizon) for _ in range(members))
         self.max_horizon = max_horizon
 
-    def forward(self, window, context, scalars, calendar, vector=None) -> torch.Tensor:
+    def forward(self, window, context, scalars, calendar, vector=None, every_member: bool = False) -> torch.Tensor:
         parts = [window, context, scalars, calendar] + ([self.vector(vector)] if self.vector is not None else [])
-        raw = self.body(torch.cat(parts, 1)).view(-1, self.max_horizon, 3)
-        median = raw[..., 0] + window[:, -4:].mean(1, keepdim=True)  # residual on the recent level
-        return torch.stack([median - F.softplus(raw[..., 1]), median, median + F.softplus(raw[..., 2])], -1)
+        x, level = torch.cat(parts, 1), window[:, -4:].mean(1, keepdim=True)
+        out = torch.stack([m(x, level, self.max_horizon) for m in self.members])
+        return out if every_member else out.mean(0)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -205,7 +225,7 @@ class ForecastTask(TrainTask):
         self._key = key
 
     def run_key(self) -> dict:
-        return {**super().run_key(), **self._key, "inputs": INPUTS, "network": self.network, "volume_weight": self.volume_weight,
+        return {**super().run_key(), **self._key, "inputs": INPUTS, "recipe": RECIPE, "network": self.network, "volume_weight": self.volume_weight,
                 "vector_dropout": self.vector_dropout}
 
     def build_model(self):
@@ -222,8 +242,11 @@ class ForecastTask(TrainTask):
     def loss(self, engine, batch, rng):
         rows, anchors = self.rows[batch], self.anchors[batch]
         inputs = {k: v.to(engine.device) for k, v in self.arrays.inputs(rows, anchors).items()}
-        if "vector" in inputs and self.vector_dropout:  # some examples see the product as if it had no vector
-            keep = torch.as_tensor(rng.random(len(batch)) >= self.vector_dropout, device=engine.device)
+        if "vector" in inputs and self.vector_dropout:
+            # Some examples with a history see the product as if it had no vector; one without a history
+            # (a launch) always sees it: there the vector is all the network has to go on.
+            launch = (inputs["scalars"][:, 1] == 0).cpu().numpy()
+            keep = torch.as_tensor((rng.random(len(batch)) >= self.vector_dropout) | launch, device=engine.device)
             inputs["vector"] = inputs["vector"] * keep[:, None]
             inputs["scalars"][:, 4] = inputs["scalars"][:, 4] * keep
         target, mask = (t.to(engine.device) for t in self.arrays.targets(rows, anchors))
@@ -231,7 +254,8 @@ class ForecastTask(TrainTask):
         if self.volume_weight:  # recent level in units, from the window's last weeks
             level = torch.expm1(inputs["window"][:, -4:]).mean(1)
             weight = (1 + level) ** self.volume_weight
-        return pinball_loss(engine(**inputs), target, mask, weight), {}, len(batch)
+        members = engine(**inputs, every_member=True)  # each member learns on its own (diversity), summed
+        return sum(pinball_loss(m, target, mask, weight) for m in members), {}, len(batch)
 
     def export(self, module, folder: Path) -> None:
         module.save(folder)

@@ -91,7 +91,8 @@ def forecasters(cfg: RecsysConfig, dataset: Dataset, vectors: ItemVectors | None
     fc = cfg.forecast
     neural = {"train": neural_trainer(cfg, dataset), "max_horizon": fc.max_horizon, "stage_cfg": fc.train,
               "world": cfg.cluster.train_workers, "key": {"dataset": str(dataset.path)},
-              "network": {"hidden": fc.hidden_size, "dropout": fc.dropout, "vector_width": fc.vector_width},
+              "network": {"hidden": fc.hidden_size, "dropout": fc.dropout, "vector_width": fc.vector_width,
+                          "members": fc.members},
               "volume_weight": fc.volume_weight, "vector_dropout": fc.vector_dropout}
     run = ray_runner(fc.series_per_task)
     table = {name: (lambda name=name: make_forecaster(name, run=run)) for name in STAT_MODELS}

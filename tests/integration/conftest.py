@@ -43,7 +43,7 @@ def tiny_config_dict(root: Path) -> dict:
         "eval": {"ks": [5, 10]},
         "search": {"train": {"epochs": 2, "batch_size": 16, "lr": 1e-4, "zero_stage": 2}, "candidates": 40},
         "serve": {"port": free_port(), "max_k": 50, "candidates": 30, "ingress": serve_ingress()},
-        "forecast": {"model": "neural", "horizon": 2, "max_horizon": 4, "window_weeks": 6, "backtest": {"enabled": False},
+        "forecast": {"model": "neural", "horizon": 2, "max_horizon": 4, "window_weeks": 6, "members": 2, "backtest": {"enabled": False},
                      "train": {"epochs": 2, "batch_size": 32}},
     }
 

@@ -27,7 +27,8 @@ def forecast_run(ray_session, tmp_path_factory):
     raw["pretrain"] = {"enabled": False}
     raw["search"] = {"enabled": False}
     raw["forecast"] = {"model": "neural", "horizon": 3, "max_horizon": 6, "window_weeks": 8, "series_per_task": 25,
-                       "backtest": {"origins": 2, "step_weeks": 3}, "train": {"epochs": 3, "batch_size": 64}}
+                       "members": 2, "backtest": {"origins": 2, "step_weeks": 3},
+                       "train": {"epochs": 3, "batch_size": 64}}
     path = root / "fc.yaml"
     path.write_text(yaml.safe_dump(raw))
     cfg = load_config(path)
@@ -80,3 +81,17 @@ def test_report_writes_the_fan_chart_and_the_backtest_plot(forecast_run, capsys)
     for name in ("fan_chart.png", "backtest.png"):
         assert (release.path / "report" / name).stat().st_size > 10_000
     assert main(["forecast", "report", "--config", str(path), "--items", "no-such-product"]) == 1
+
+
+def test_ray_fanout_gives_the_one_process_forecasts(forecast_run):
+    """The statistical models fanned out over Ray tasks forecast exactly what one process does."""
+    from recsys.forecast.fanout import ray_runner
+    from recsys.forecast.models import fit_predict_stats
+
+    _, _, _, release = forecast_run
+    history = pd.read_parquet(release.path / "history.parquet")[["unique_id", "ds", "y"]]
+    for kind in ("auto_ets", "seasonal_naive"):
+        local = fit_predict_stats(kind, history, 3, 1).sort_values(["unique_id", "ds"]).reset_index(drop=True)
+        fanned = ray_runner(7)(kind, history, 3, 1).sort_values(["unique_id", "ds"]).reset_index(drop=True)
+        assert len(local) == 3 * history["unique_id"].nunique()
+        pd.testing.assert_frame_equal(local, fanned)

@@ -104,8 +104,8 @@ def test_finalise_sorts_crossed_quantiles_clips_negatives_and_names_the_zero_fal
 
 def test_the_network_cannot_cross_its_quantiles():
     torch.manual_seed(0)
-    net = QuantileForecastNet(window=6, max_horizon=4, vector_dim=5, hidden=16).eval()
-    out = net(torch.randn(64, 6) * 3, torch.randn(64, 12), torch.randn(64, 5), torch.randn(64, 12), torch.randn(64, 5))
+    net = QuantileForecastNet(window=6, max_horizon=4, vector_dim=5, hidden=16, members=3).eval()
+    out = net(torch.randn(64, 6) * 3, torch.randn(64, 12), torch.randn(64, 6), torch.randn(64, 12), torch.randn(64, 5))
     assert out.shape == (64, 4, 3)
     assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
 
@@ -167,3 +167,21 @@ def test_backtest_origins_step_back_from_the_last_whole_horizon():
     assert origins == [last - pd.Timedelta(weeks=1), last]
     with pytest.raises(ValueError, match="last_origin 2030-01-07 must be a period start"):
         backtest_origins(series, 2, 1, 1, last_origin=pd.Timestamp("2030-01-07"))
+
+
+def test_network_inputs_know_a_new_products_launch_week_and_no_future():
+    from recsys.forecast.neural import ForecastArrays
+
+    p = problem(new=("N",), horizon=3)
+    p.history.loc[p.history["unique_id"] == "B", "y"] = [0.0, 2.0, 0.0, 5.0]
+    p.launches = {"N": p.origin + pd.Timedelta(weeks=2)}
+    arrays = ForecastArrays.of(p, max_horizon=3, vectors=None)
+    rows = np.arange(len(arrays.ids))
+    got = arrays.inputs(rows, np.full(len(rows), arrays.units.shape[1]))
+    by_id = dict(zip(arrays.ids, range(len(rows)), strict=True))
+    until = got["scalars"][:, 5].numpy()
+    assert until[by_id["N"]] == pytest.approx(2 / 3) and until[by_id["A"]] == 0.0  # N goes on sale in 2 weeks
+    assert got["window"][by_id["N"]].abs().sum() == 0  # no history
+    assert got["window"][by_id["B"], -1].item() == pytest.approx(np.log1p(5.0))  # the last week before the origin
+    target, inside = arrays.targets(rows, np.full(len(rows), arrays.units.shape[1] - 1))
+    assert inside[:, 0].all() and not inside[:, 1:].any()  # weeks past the history never enter the loss
