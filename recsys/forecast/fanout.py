@@ -35,13 +35,18 @@ def ray_runner(series_per_task: int):
 
 
 def fanout_speed(history: pd.DataFrame, kinds: tuple[str, ...], horizon: int, series_per_task: int) -> dict:
-    """series/s of the same statsforecast fits in this one process and fanned out over Ray (both warmed
-    up on a few series first: imports and compiled kernels are not what is measured)."""
+    """series/s of the same statsforecast fits in this one process and fanned out over Ray. Both are
+    warmed up first, the fan-out on as many tasks as the cluster has CPUs, so that starting worker
+    processes and importing statsforecast in them is not what is measured."""
+    import ray
+
     run = ray_runner(series_per_task)
-    sample = history[history["unique_id"].isin(history["unique_id"].unique()[:20])]
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    sample = history[history["unique_id"].isin(history["unique_id"].unique()[: 5 * slots])]
+    warm = ray_runner(5)
     for kind in kinds:
         fit_predict_stats(kind, sample, horizon, 1)
-        run(kind, pd.concat([sample] * 1), horizon, 1)
+        warm(kind, sample, horizon, 1)
     n = history["unique_id"].nunique()
     out = {"series": int(n), "models": list(kinds), "series_per_task": series_per_task}
     t0 = time.perf_counter()

@@ -9,7 +9,8 @@ next `horizon` periods for every product, the new ones included.
                                            (recsys/forecast/neural.py)
 
 Every forecast goes through `finalise`: quantiles are sorted per row (P10 ≤ P50 ≤ P90, so they
-never cross), negatives are clipped to 0 (demand is not negative), and products the model cannot
+never cross), negatives are clipped to 0 (demand is not negative), P10 is rounded down and P90 up
+to whole units (a quantile of a count is a whole number), and products the model cannot
 forecast get a named fallback (recorded in `fallbacks`), never a silent hole:
 - a series shorter than the season length: the non-seasonal version (season length 1);
 - a product with no history at the origin (launched within the horizon): zero, for every model that
@@ -82,6 +83,9 @@ def finalise(frame: pd.DataFrame, problem: ForecastProblem, fallbacks: dict) -> 
     # A lone NaN quantile (an interval statsforecast could not form) takes the median's value.
     values = np.where(np.isnan(values), values[:, [1]], values)
     values = np.sort(np.clip(np.nan_to_num(values, nan=0.0), 0.0, None), axis=1)
+    # Demand comes in whole units, and a quantile of a count is a whole number: P10 rounds down and
+    # P90 up (a P10 of 0.05 units means "none", which a continuous output never reaches exactly).
+    values[:, 0], values[:, 2] = np.floor(values[:, 0] + 1e-9), np.ceil(values[:, 2] - 1e-9)
     out[["p10", "p50", "p90"]] = values
     return out.reset_index()
 
