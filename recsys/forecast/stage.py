@@ -32,6 +32,8 @@ from recsys.forecast.series import (
 )
 
 NO_VECTORS = "neural_no_vectors"
+# In the published version's key: bumped when the same inputs give other published numbers.
+RELEASE_FORMAT = 2  # 2: P10 and P90 in whole units
 
 
 def load_sales(cfg: RecsysConfig, dataset: Dataset) -> tuple[SalesSeries, pd.DataFrame]:
@@ -173,7 +175,7 @@ def _summary(report: dict | None) -> dict | None:
 
 def publish(cfg, dataset, series, forecast, advice_frame, report, model, problem) -> ForecastRelease:
     fc = cfg.forecast
-    key = json.dumps({"dataset": str(dataset.path), "forecast": fc.model_dump(mode="json"),
+    key = json.dumps({"format": RELEASE_FORMAT, "dataset": str(dataset.path), "forecast": fc.model_dump(mode="json"),
                       "model": str(getattr(model, "export_path", "")), "origin": str(problem.origin.date())}, sort_keys=True)
     version = f"{problem.origin.date()}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     summary = _summary(report)
