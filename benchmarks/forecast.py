@@ -94,12 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--skip-fanout", action="store_true")
+    parser.add_argument("--only-fanout", action="store_true",
+                        help="re-measure the fan-out on the latest Online Retail forecast; keep the other figures")
     parser.add_argument("--root", default=str(REPO / "artifacts"), help="artifacts root (shared with the demo's)")
     args = parser.parse_args(argv)
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
     cfg = load_config(CONFIGS["online_retail"])
     init_ray(cfg.cluster)
     quiet_ray_data()
+    if args.only_fanout:
+        release = ArtifactStore.of(load_config(CONFIGS["online_retail"], [f"artifacts.root={args.root}"])).latest("forecast")
+        r = results["online_retail"]
+        r["fanout"] = fanout(release, cfg.forecast.series_per_task)
+        r["targets"]["fanout_speedup"] = r["fanout"]["speedup"]
+        r["targets"]["fanout_1.6x_met"] = r["fanout"]["speedup"] >= 1.6
+        print(json.dumps(r["fanout"], indent=2))
+        OUT.write_text(json.dumps(results, indent=2, default=str))
+        return 0
     for name in args.datasets:
         if name == "online_retail" and not Path(cfg.data.online_retail_dir, "online_retail.parquet").is_file():
             print(f"skip online_retail: {cfg.data.online_retail_dir} has no online_retail.parquet", file=sys.stderr)
