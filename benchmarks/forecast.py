@@ -81,13 +81,13 @@ def targets(r: dict) -> dict:
     }
 
 
-def fanout(release, series_per_task: int) -> dict:
+def fanout(release, fc) -> dict:
     import pandas as pd
 
     from recsys.forecast.fanout import fanout_speed
 
     history = pd.read_parquet(release.path / "history.parquet")[["unique_id", "ds", "y"]]
-    return fanout_speed(history, STATISTICAL, 4, series_per_task)
+    return fanout_speed(history, STATISTICAL, 4, fc.series_per_task, fc.cpus_per_task)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_fanout:
         release = ArtifactStore.of(load_config(CONFIGS["online_retail"], [f"artifacts.root={args.root}"])).latest("forecast")
         r = results["online_retail"]
-        r["fanout"] = fanout(release, cfg.forecast.series_per_task)
+        r["fanout"] = fanout(release, cfg.forecast)
         r["targets"]["fanout_speedup"] = r["fanout"]["speedup"]
         r["targets"]["fanout_1.6x_met"] = r["fanout"]["speedup"] >= 1.6
         print(json.dumps(r["fanout"], indent=2))
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("fan_chart", "backtest"):
                 shutil.copy(paths[key], IMAGES / f"forecast_{key}.png")
             if not args.skip_fanout:
-                r["fanout"] = fanout(release, load_config(CONFIGS[name]).forecast.series_per_task)
+                r["fanout"] = fanout(release, load_config(CONFIGS[name]).forecast)
                 print(json.dumps(r["fanout"], indent=2))
                 r["targets"]["fanout_speedup"] = r["fanout"]["speedup"]
                 r["targets"]["fanout_1.6x_met"] = r["fanout"]["speedup"] >= 1.6

@@ -496,6 +496,10 @@ class ForecastConfig(_Section):
         "so big sellers count more, as they do in WAPE and in stock value (0: every series alike)")
     holiday_country: str | None = Field(None, description="ISO country whose public holidays enter the calendar (e.g. GB)")
     series_per_task: int = Field(400, ge=1, description="series per Ray task when the statistical models fan out")
+    cpus_per_task: float = Field(
+        1.0, gt=0, description="Ray CPUs each fan-out task holds: 1 where Ray's CPUs are cores; where cluster.num_cpus "
+        "counts more logical CPUs than the machine has cores, the cores' share (2 for 4 logical CPUs on 2 cores), "
+        "or twice the tasks run at once on the same cores")
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     replenishment: ReplenishmentConfig = Field(default_factory=ReplenishmentConfig)
     train: ForecastTrainConfig = Field(default_factory=ForecastTrainConfig)

@@ -96,7 +96,7 @@ def forecasters(cfg: RecsysConfig, dataset: Dataset, vectors: ItemVectors | None
               "network": {"hidden": fc.hidden_size, "dropout": fc.dropout, "vector_width": fc.vector_width,
                           "members": fc.members},
               "volume_weight": fc.volume_weight, "vector_dropout": fc.vector_dropout}
-    run = ray_runner(fc.series_per_task)
+    run = ray_runner(fc.series_per_task, fc.cpus_per_task)
     table = {name: (lambda name=name: make_forecaster(name, run=run)) for name in STAT_MODELS}
     table["lightgbm"] = lambda: make_forecaster("lightgbm", seed=fc.train.seed)
     with_vectors = vectors if fc.item_vectors else None
