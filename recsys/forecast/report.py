@@ -102,7 +102,9 @@ def _backtest_plot(release: ForecastRelease, bt: dict, path: Path, plt) -> None:
     left.set_xticks([i + 0.4 - width / 2 for i in range(len(models))], models, rotation=25, fontsize=8)
     left.set_ylabel("WAPE (lower is better)")
     left.set_title("backtest WAPE by segment, origins pooled")
-    left.legend(fontsize=8)
+    top = max(bt["models"][m]["metrics"][seg]["wape"] for m in models for seg in SEGMENT_ORDER)
+    left.set_ylim(0, top * 1.25)  # room for the legend above the bars
+    left.legend(fontsize=8, ncol=len(SEGMENT_ORDER), loc="upper center")
 
     rows = pd.read_parquet(release.path / "backtest_rows.parquet")
     mine = rows[rows["model"] == release.manifest["model"]]
