@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOP_PACKAGES = ("recsys", "serving", "ray_jobs", "benchmarks")
 # Task modules: the library proper. They may not import the orchestration or the CLI.
 TASK_PACKAGES = ("recsys.data", "recsys.models", "recsys.train", "recsys.eval", "recsys.index", "recsys.search",
-                 "recsys.online", "recsys.k8s")
+                 "recsys.forecast", "recsys.online", "recsys.k8s")
 ORCHESTRATION = ("recsys.stages", "recsys.cli")
 
 
