@@ -79,6 +79,10 @@ class ForecastConfig(_Section):
     def _horizons_fit(self) -> ForecastConfig:
         if self.horizon > self.max_horizon:
             raise ValueError(f"horizon ({self.horizon}) must be ≤ max_horizon ({self.max_horizon})")
+        lead = self.replenishment.lead_time_weeks
+        if self.backtest.enabled and self.horizon + lead + 1 > self.max_horizon:
+            raise ValueError(f"horizon + replenishment.lead_time_weeks + 1 ({self.horizon + lead + 1}) must be ≤ max_horizon "
+                             f"({self.max_horizon}): the backtest's replay orders for the lead time past the last scored week")
         if self.replenishment.lead_time_weeks + 1 > self.max_horizon:
             raise ValueError(f"replenishment.lead_time_weeks + 1 ({self.replenishment.lead_time_weeks + 1}) must be ≤ "
                              f"max_horizon ({self.max_horizon}): the order-up-to level covers lead time + one review week")

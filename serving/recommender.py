@@ -111,6 +111,7 @@ class RecommenderDeployment:
         self.active: OnlineEngine | None = None
         self.forecasts: ForecastService | None = None
         self.swap_error: str | None = None
+        self.forecast_error: str | None = None  # the last forecast swap that failed (the index swap has its own)
         self.metrics = ServingMetrics()
         self.guard = Guard(self.cfg.max_body_bytes, self.metrics)  # read by serving.http's middleware
         for batched in (self._score, self._search):
@@ -157,9 +158,9 @@ class RecommenderDeployment:
             return
         try:
             release = ForecastRelease.load(root / version if version else latest_version(root, "forecast"))
-            self.forecasts = await asyncio.to_thread(ForecastService, release)
+            self.forecasts, self.forecast_error = await asyncio.to_thread(ForecastService, release), None
         except Exception as exc:  # noqa: BLE001 - the current forecast keeps serving
-            self.swap_error = f"forecast {version}: {exc}"
+            self.forecast_error = f"forecast {version}: {exc}"
             logger.error("refused to switch to forecast %s: %s", version, exc)
 
     def _load_checked(self, release: IndexRelease) -> OnlineEngine:
@@ -207,7 +208,8 @@ class RecommenderDeployment:
         """Liveness: the replica answers. Says which version it serves (if any yet)."""
         m = self.active
         return {"status": "ok", "version": m.version if m else None, "model_version": m.model_version if m else None,
-                "items": len(m.catalog) if m else 0, "swap_error": self.swap_error,
+                "items": len(m.catalog) if m else 0, "swap_error": self.swap_error, "forecast_error": self.forecast_error,
+                "forecast_version": self.forecasts.version if self.forecasts else None,
                 "replica": serve.get_replica_context().replica_id.unique_id}
 
     @api.get("/readyz")

@@ -191,7 +191,8 @@ def forecast_metrics(rows) -> dict[str, float]:
     scale = the series' in-sample MAE of the seasonal naive forecast, NaN or 0 where it has none).
 
     wape      Σ|y − P50| / Σy over every row (units-weighted: big sellers count more)
-    mase      per series, the MAE of P50 over its scale, then the mean over series with a scale > 0
+    mase      per series (and origin, when the rows carry one), the MAE of P50 over its scale, then the
+              mean over those with a scale > 0
               (< 1: better than the seasonal naive forecast was in-sample; Hyndman & Koehler 2006)
     pinball   mean pinball loss of P10, P50 and P90, over the mean of y (scale-free)
     coverage_p10_p90   share of rows with P10 ≤ y ≤ P90 (0.8 for calibrated quantiles)
@@ -203,7 +204,9 @@ def forecast_metrics(rows) -> dict[str, float]:
         return out | {"wape": float("nan"), "mase": float("nan"), "pinball": float("nan"), "coverage_p10_p90": float("nan")}
     abs_err = np.abs(y - rows["p50"].to_numpy(dtype=np.float64))
     losses = np.mean([pinball(y, rows[f"p{round(q * 100)}"].to_numpy(), q).mean() for q in QUANTILES])
-    per_series = rows.assign(abs_err=abs_err).groupby("unique_id").agg(mae=("abs_err", "mean"), scale=("scale", "first"))
+    # A series' scale belongs to the history it was fitted on: one per origin when rows pool several.
+    keys = ["unique_id", "origin"] if "origin" in rows else ["unique_id"]
+    per_series = rows.assign(abs_err=abs_err).groupby(keys).agg(mae=("abs_err", "mean"), scale=("scale", "first"))
     scaled = per_series[per_series["scale"] > 0]
     out |= {
         "wape": float(abs_err.sum() / total) if total > 0 else float("nan"),

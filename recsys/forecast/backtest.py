@@ -39,6 +39,11 @@ def backtest_origins(series: SalesSeries, horizon: int, origins: int, step_weeks
                      last_origin: pd.Timestamp | None = None) -> list[pd.Timestamp]:
     """The origins, oldest first; each leaves `horizon` whole periods after it and some history before."""
     periods = series.periods
+    if series.freq != "W":
+        raise ValueError(f"the forecasters are weekly: build the series with freq 'W', not {series.freq!r}")
+    if len(periods) < horizon + 2:
+        raise ValueError(f"{len(periods)} whole weeks of sales: a backtest of horizon {horizon} needs at least {horizon + 2} "
+                         "(some history before the first origin); lower forecast.horizon or set forecast.backtest.enabled: false")
     last = periods[-horizon] if last_origin is None else pd.Timestamp(last_origin).tz_localize(None).normalize()
     if last not in periods or periods.get_loc(last) + horizon > len(periods):
         raise ValueError(f"forecast.backtest.last_origin {last.date()} must be a period start with {horizon} whole "
@@ -56,7 +61,13 @@ def problem_at(series: SalesSeries, origin: pd.Timestamp, horizon: int, season_l
                predict_horizon: int | None = None) -> ForecastProblem:
     """The problem at `origin`: new products are those first sold within `horizon`; forecasters
     predict `predict_horizon` periods (default `horizon`; the replenishment replay needs more)."""
-    history = series.history(origin)[["unique_id", "ds", "y", "orders"]]
+    seen = series.history(origin)
+    history = seen[["unique_id", "ds", "y", "orders"]]
+    if static is not None and "revenue" in seen:  # the price as known at the origin: no later sales in it
+        sold = seen[seen["y"] > 0]
+        price = (sold["revenue"] / sold["y"]).groupby(sold["unique_id"]).median()
+        static = static.set_index("unique_id")["price"].to_frame().assign(price=lambda d: price.reindex(d.index).fillna(d["price"]))
+        static = static.reset_index()
     first = series.first_sale
     end = origin + pd.Timedelta(weeks=horizon)
     new = sorted(first.index[(first >= origin) & (first < end)])

@@ -11,7 +11,8 @@ Where the units come from:
   log starts) are counted and left out.
 - canonical events (the synthetic shop, `files`): each purchase is one unit at the catalog price.
 
-Refused, and counted in `report["refused"]`: sale rows with a missing quantity or one ≤ 0 (a sale
+A backtest never sees a cancellation before it happens: `history(origin)` adds back the units of
+cancellations made at or after the origin. Refused, and counted in `report["refused"]`: sale rows with a missing quantity or one ≤ 0 (a sale
 of −3 units is an adjustment, not demand). Periods: weeks start on Monday (`ds`, a naive date, UTC
 days); only whole periods inside the log count (a log that starts on a Wednesday and ends on a
 Friday loses its first and last partial weeks). A product's series starts at its first sale and runs
@@ -72,6 +73,9 @@ class SalesSeries:
     calendar: pd.DataFrame  # ds, week_of_year, holidays (public holidays in the period, holiday_country)
     freq: str
     report: dict = field(default_factory=dict)
+    # unique_id, ds (the sale's period), cancelled_at (naive UTC), units taken off it, orders (1: the
+    # sale was emptied): what `history` adds back for cancellations an origin could not know yet
+    cancelled: pd.DataFrame | None = None
 
     @property
     def periods(self) -> pd.DatetimeIndex:
@@ -83,8 +87,20 @@ class SalesSeries:
         return self.frame.groupby("unique_id")["ds"].min()
 
     def history(self, origin: pd.Timestamp) -> pd.DataFrame:
-        """Rows before `origin` (what a forecaster made at `origin` may read)."""
-        return self.frame[self.frame["ds"] < origin].reset_index(drop=True)
+        """Rows before `origin`, as a forecaster made at `origin` saw them: a sale cancelled only at
+        or after the origin still stands (its units and its order are added back)."""
+        rows = self.frame[self.frame["ds"] < origin].reset_index(drop=True)
+        if self.cancelled is None or self.cancelled.empty:
+            return rows
+        late = self.cancelled[(self.cancelled["ds"] < origin) & (self.cancelled["cancelled_at"] >= origin)]
+        if late.empty:
+            return rows
+        back = late.groupby(["unique_id", "ds"])[["units", "orders"]].sum()
+        keyed = rows.set_index(["unique_id", "ds"])
+        found = back.index.intersection(keyed.index)
+        keyed.loc[found, "y"] += back.loc[found, "units"]
+        keyed.loc[found, "orders"] += back.loc[found, "orders"]
+        return keyed.reset_index()
 
     def actuals(self, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:
         """Rows of the `horizon` periods from `origin`, for every product first sold before their
@@ -120,6 +136,12 @@ def build_series(lines: pd.DataFrame, freq: str = "W", holiday_country: str | No
         raise ValueError("no sale lines with a positive quantity: nothing to build demand series from")
     net, linked = _net_cancellations(sales, cancels)
     sales = sales.assign(net=net, period=_period_start(sales["timestamp"], freq))
+    n = linked["netted"]
+    cancelled = pd.DataFrame({"unique_id": sales["item_id"].to_numpy()[n["sale_row"].to_numpy(dtype=np.int64)].astype(str),
+                              "ds": sales["period"].to_numpy()[n["sale_row"].to_numpy(dtype=np.int64)],
+                              "cancelled_at": pd.to_datetime(n["timestamp"], utc=True).dt.tz_localize(None).to_numpy(),
+                              "units": n["applied"].to_numpy(dtype=np.float64),
+                              "orders": n["emptied"].to_numpy(dtype=np.float64)})
 
     step = pd.Timedelta(days=FREQS[freq])
     first_day = sales["timestamp"].min().tz_convert("UTC").tz_localize(None).normalize()
@@ -136,6 +158,9 @@ def build_series(lines: pd.DataFrame, freq: str = "W", holiday_country: str | No
     ids = np.repeat(first.index.to_numpy(), [len(periods) - index_of[p] for p in first])
     ds = np.concatenate([periods[index_of[p]:].to_numpy() for p in first]) if len(first) else np.array([], "datetime64[ns]")
     grid = pd.MultiIndex.from_arrays([ids, ds], names=["item_id", "period"])
+    if grouped.empty:
+        raise ValueError(f"no sale falls inside a whole period ({periods[0].date()}..{periods[-1].date()}): "
+                         "nothing to build demand series from")
     filled = grouped.reindex(grid, fill_value=0.0).reset_index()
     frame = pd.DataFrame({"unique_id": filled["item_id"].astype(str), "ds": pd.to_datetime(filled["period"]),
                           "y": filled["net"].astype(np.float64), "revenue": filled["revenue"].astype(np.float64),
@@ -150,7 +175,7 @@ def build_series(lines: pd.DataFrame, freq: str = "W", holiday_country: str | No
         "units": float(frame["y"].sum()),
     }
     return SalesSeries(frame.sort_values(["unique_id", "ds"]).reset_index(drop=True),
-                       calendar_of(periods, freq, holiday_country), freq, report)
+                       calendar_of(periods, freq, holiday_country), freq, report, cancelled)
 
 
 def _net_cancellations(sales: pd.DataFrame, cancels: pd.DataFrame) -> tuple[np.ndarray, dict]:
@@ -158,18 +183,24 @@ def _net_cancellations(sales: pd.DataFrame, cancels: pd.DataFrame) -> tuple[np.n
     net = sales["quantity"].to_numpy(dtype=np.float64).copy()
     known = cancels[cancels["customer_id"].notna()]
     if known.empty:
-        return net, {"lines": 0, "units": 0.0}
+        return net, {"lines": 0, "units": 0.0, "netted": pd.DataFrame(columns=["sale_row", "timestamp", "applied", "emptied"])}
     left = known.assign(units=pd.to_numeric(known["quantity"], errors="coerce").abs()).dropna(subset=["units"])
     right = sales[sales["customer_id"].notna()].assign(sale_row=lambda d: d.index)
     left, right = left.sort_values("timestamp"), right.sort_values("timestamp")
     matched = pd.merge_asof(left, right[["timestamp", "customer_id", "item_id", "sale_row"]], on="timestamp",
                             by=["customer_id", "item_id"], direction="backward")
     matched = matched.dropna(subset=["sale_row"])
-    taken = matched.groupby(matched["sale_row"].astype(np.int64))["units"].sum()
-    rows = taken.index.to_numpy()
-    before = net[rows].copy()
-    net[rows] = np.maximum(net[rows] - taken.to_numpy(), 0.0)
-    return net, {"lines": len(matched), "units": float((before - net[rows]).sum())}
+    matched = matched.assign(sale_row=matched["sale_row"].astype(np.int64)).sort_values(["sale_row", "timestamp"])
+    # Each cancellation takes what its sale has left (in time order): the sale's units are the cap.
+    bought = net[matched["sale_row"].to_numpy()]
+    capped = np.minimum(matched.groupby("sale_row")["units"].cumsum().to_numpy(), bought)
+    first = ~matched["sale_row"].duplicated().to_numpy()
+    applied = capped - np.where(first, 0.0, np.roll(capped, 1))
+    matched = matched.assign(applied=applied, emptied=(capped >= bought) & (applied > 0))
+    taken = matched.groupby("sale_row")["applied"].sum()
+    net[taken.index.to_numpy()] -= taken.to_numpy()
+    netted = matched[matched["applied"] > 0][["sale_row", "timestamp", "applied", "emptied"]]
+    return net, {"lines": len(matched), "units": float(taken.sum()), "netted": netted}
 
 
 def calendar_of(periods: pd.DatetimeIndex, freq: str, country: str | None) -> pd.DataFrame:

@@ -185,3 +185,19 @@ def test_network_inputs_know_a_new_products_launch_week_and_no_future():
     assert got["window"][by_id["B"], -1].item() == pytest.approx(np.log1p(5.0))  # the last week before the origin
     target, inside = arrays.targets(rows, np.full(len(rows), arrays.units.shape[1] - 1))
     assert inside[:, 0].all() and not inside[:, 1:].any()  # weeks past the history never enter the loss
+
+
+def test_history_at_an_origin_does_not_see_later_cancellations():
+    lines = pd.DataFrame([
+        line("A", "2024-01-01 10:00", 8),                                    # week 1 (the log starts on its Monday)
+        line("A", "2024-01-24 10:00", -8, kind="cancellation"),             # cancelled in week 4
+        line("A", "2024-01-30 10:00", 1),
+        line("A", "2024-02-06 10:00", 1),
+    ])
+    series = build_series(lines)
+    assert series.frame.loc[series.frame["ds"] == pd.Timestamp("2024-01-01"), "y"].item() == 0.0  # netted in the end
+    before = series.history(pd.Timestamp("2024-01-15"))
+    week1 = before[before["ds"] == pd.Timestamp("2024-01-01")]
+    assert week1["y"].item() == 8.0 and week1["orders"].item() == 1.0  # the cancellation has not happened yet
+    after = series.history(pd.Timestamp("2024-01-29"))
+    assert after.loc[after["ds"] == pd.Timestamp("2024-01-01"), "y"].item() == 0.0
