@@ -4,12 +4,10 @@ release's own (computed once by the forecast stage), so the served forecast is t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from recsys.artifacts import ForecastRelease, latest_version
+from recsys.artifacts import ForecastRelease
 from recsys.online.engine import InvalidRequest
 
 
@@ -29,13 +27,6 @@ class ForecastService:
         self.values = {q: frame[q].to_numpy(dtype=np.float64).reshape(shape) for q in ("p10", "p50", "p90")}
         advice = pd.read_parquet(release.path / "advice.parquet").set_index("unique_id").reindex(list(self.ids))
         self.advice = advice[["reorder_point", "order_up_to"]].to_numpy(dtype=np.float64)
-
-    @classmethod
-    def latest(cls, root: str | Path) -> ForecastService | None:
-        """The LATEST release under `root` (forecasts/<run_name>), or None when none is published."""
-        if not (Path(root) / "LATEST").is_file():
-            return None
-        return cls(ForecastRelease.load(latest_version(Path(root), "forecast")))
 
     def answer(self, item_id: str, horizon: int | None) -> dict:
         """The forecast of `item_id` for the next `horizon` weeks (default the release's max_horizon)."""
