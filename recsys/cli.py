@@ -37,7 +37,8 @@ STAGE_HELP = {
     "pretrain": "pretrain the sequence encoder on masked items (Ray Train + DeepSpeed)",
     "finetune": "fine-tune the encoder for next-item retrieval (from the pretrained model when pretrain is on)",
     "ctr": "train the CTR ranker on impressions (BCE), from the latest fine-tuned model",
-    "search": "fine-tune the search text encoder on the logs' (query, clicked item) pairs",
+    "search": "fine-tune the search text encoder on the logs' (query, clicked item) pairs (or the catalog's own "
+              "pseudo-queries); `recsys search eval` scores search on judged queries",
     "index": "the fine-tuned model's item vectors (and item texts) → a versioned FAISS index",
     "evaluate": "evaluate the latest fine-tuned model (the config's protocol) and write report.json",
     "forecast": "weekly demand per product from the sales: backtest every forecaster, publish the default one for "
@@ -51,8 +52,17 @@ def _forecast_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", metavar="ID,ID", help="report: products for the fan chart (default: the top sellers)")
 
 
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    from recsys.search import judged
+
+    parser.add_argument("action", nargs="?", choices=["run", "eval"], default="run",
+                        help="run: the stage (default); eval: the config's search settings on a judged query set "
+                             "(--catalog, --qrels, --queries)")
+    judged.add_arguments(parser)
+
+
 # Arguments a stage's command takes beside --config/--set (the same in `recsys <stage>` and ray_jobs/).
-STAGE_ARGUMENTS = {"forecast": _forecast_arguments}
+STAGE_ARGUMENTS = {"forecast": _forecast_arguments, "search": _search_arguments}
 
 
 def config_parent(default_config: str | None = None) -> argparse.ArgumentParser:
@@ -86,6 +96,14 @@ def stage_command(stage: str, args: argparse.Namespace) -> int:
     from recsys.artifacts import ArtifactStore
     from recsys.runtime import init_ray, quiet_ray_data
 
+    if stage == "search" and getattr(args, "action", "run") == "eval":  # reads files, needs no Ray
+        from recsys.search import judged
+
+        try:
+            return judged.run_command(cfg, args)
+        except STAGE_ERRORS as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if getattr(args, "action", "run") == "run":  # a report reads artifacts only
         init_ray(cfg.cluster)
     quiet_ray_data()

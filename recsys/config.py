@@ -370,6 +370,27 @@ class ServeConfig(_Section):
         return self
 
 
+class LexicalConfig(_Section):
+    """`search.lexical`: how item texts and queries become BM25 terms (recsys.search.lexical)."""
+
+    stem: bool = Field(False, description="Snowball English stemming (PyStemmer) of alphabetic terms")
+    stopwords: bool = Field(False, description="drop English stop words (bm25s's list)")
+    units: bool = Field(False, description="one term per number and unit (12 oz → 12oz, 1/2 in. → 1/2in); model codes joined (XR-500 → xr500)")
+    typos: bool = Field(False, description="a query term the catalog lacks is replaced by the vocabulary term within 1–2 edits (RapidFuzz)")
+
+
+class SearchAdaptConfig(_Section):
+    """`search.adapt`: fine-tune the encoder on the catalog's own pseudo-queries when the logs hold
+    no searches (recsys.search.adapt), with the `search.train` settings."""
+
+    enabled: bool = Field(False, description="adapt the encoder to the catalog's text when the logs hold no searches")
+    queries_per_item: int = Field(3, ge=1, le=20, description="pseudo-queries made from each catalog item")
+    holdout: float = Field(0.1, gt=0, lt=0.5, description="share of items whose pseudo-queries are kept out of training "
+                           "for the safeguard (an adapted encoder scoring below the pretrained one there is not used)")
+    pool_max: int = Field(5000, ge=100, description="the safeguard ranks among all items, or the held-out items plus "
+                          "this many others on larger catalogs")
+
+
 class SearchConfig(_Section):
     """Keyword search (recsys.search): the text encoder's contrastive fine-tuning, the score mix,
     and what `/search` accepts."""
@@ -382,6 +403,12 @@ class SearchConfig(_Section):
     lexical_weight: float = Field(0.4, ge=0)
     personal_weight: float = Field(0.3, ge=0)
     candidates: int = Field(200, ge=10, description="dense top-N ∪ lexical top-N re-scored by the hybrid variants")
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig)
+    adapt: SearchAdaptConfig = Field(default_factory=SearchAdaptConfig)
+    fusion: Literal["weighted", "rrf"] = Field("weighted", description="hybrid score: weighted sum of normalised signals, or reciprocal-rank fusion")
+    lexical_norm: Literal["best", "bound"] = Field(
+        "best", description="weighted fusion's BM25 scale: the query's best allowed BM25, or the bound no item can reach for its terms")
+    rrf_k: int = Field(60, ge=1, description="reciprocal-rank fusion's constant k in weight / (k + rank)")
     max_query_chars: int = Field(256, ge=8, le=4096, description="longer queries answer 422")
     max_query_terms: int = Field(32, ge=1, le=512, description="queries with more words answer 422")
     query_cache_size: int = Field(4096, ge=0, description="query embeddings kept per replica (LRU); 0: none")

@@ -91,15 +91,20 @@ def ctr(cfg: RecsysConfig, dataset: Dataset | None = None, init_from: Path | Non
 
 def search(cfg: RecsysConfig, dataset: Dataset | None = None):
     """The search stage: contrastive fine-tuning of the text encoder on the logs' (query, clicked
-    item) pairs. None when search is off or the logs hold no searches (Amazon Beauty): the index
-    stage then embeds item texts with the pretrained encoder."""
+    item) pairs, or, when the logs hold none and `search.adapt.enabled`, on the catalog's own
+    pseudo-queries. None when search is off or there is nothing to train on (Amazon Beauty): the
+    index stage then embeds item texts with the pretrained encoder."""
+    from recsys.search.adapt import adapt_encoder
     from recsys.search.train import train_search_encoder
 
     if not cfg.search.enabled:
         return None
     # the catalog the recommender was trained on, which the index pairs it with
     dataset = dataset or ArtifactStore.of(cfg).latest("finetune").dataset()
-    return train_search_encoder(cfg, dataset)
+    result = train_search_encoder(cfg, dataset)
+    if result is None and cfg.search.adapt.enabled:
+        result = adapt_encoder(cfg, dataset)
+    return result
 
 
 def index(cfg: RecsysConfig, model_path: Path | None = None) -> IndexRelease:

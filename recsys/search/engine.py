@@ -5,10 +5,14 @@ hybrid personalised (plus the recommender's user · item score). Offline evaluat
 Every variant scores the same candidate set per query — the dense top-`candidates` (from the
 versioned ANN index over the item text vectors) united with the lexical top-`candidates` by
 BM25 — so the variants differ only in how they order it. Filters are applied before either
-retrieval (a bitmap inside FAISS, a mask on BM25). Scores are put on one scale per query before
-they are mixed: BM25 divided by the query's best BM25 among the allowed items, cosine as is (both
-in [0, 1] for matching items), and the personal score as the candidates' z-score squashed by a
-sigmoid.
+retrieval (a bitmap inside FAISS, a mask on BM25). Two fusions (`search.fusion`):
+- `weighted`: the signals on one scale, then a weighted sum. BM25 is divided by the query's best
+  allowed BM25 (`lexical_norm: best`) or by the score no item can reach for the query's terms
+  (`bound`, recsys.search.lexical: it does not depend on what this query retrieved); cosine as is;
+  the personal score as the candidates' z-score squashed by a sigmoid.
+- `rrf`: reciprocal-rank fusion, Σ weight / (rrf_k + rank) over the signals' ranks among the
+  candidates (tied scores share their mean rank; an item without a lexical match gets no lexical
+  term). Ranks need no scale, so nothing is tuned per catalog.
 
 Cold start: `add` embeds a new item's text at once; items added after the index was built are
 scored exactly beside the ANN search, so they are found from the moment they are added.
@@ -27,9 +31,11 @@ import torch
 from recsys.eval.metrics import mean_graded_metrics
 from recsys.index.ann import ItemIndex
 from recsys.search.encoder import TextEncoder, row_text
-from recsys.search.lexical import BM25Index, tokenize
+from recsys.search.lexical import Analyzer, BM25Index, tokenize
 
 VARIANTS = ("lexical", "dense", "hybrid", "hybrid_personal")
+FUSIONS = ("weighted", "rrf")
+LEXICAL_NORMS = ("best", "bound")
 MAX_WORD_CHARS = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -40,11 +46,22 @@ class SearchWeights:
     lexical: float = 0.4
     personal: float = 0.3
     candidates: int = 200
+    fusion: str = "weighted"
+    lexical_norm: str = "best"
+    rrf_k: int = 60
+    analyzer: Analyzer = Analyzer()
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.lexical_norm not in LEXICAL_NORMS:
+            raise ValueError(f"lexical_norm must be one of {LEXICAL_NORMS}, got {self.lexical_norm!r}")
 
     @classmethod
     def of(cls, cfg) -> SearchWeights:
         """From the typed `search` config section."""
-        return cls(cfg.dense_weight, cfg.lexical_weight, cfg.personal_weight, cfg.candidates)
+        return cls(cfg.dense_weight, cfg.lexical_weight, cfg.personal_weight, cfg.candidates,
+                   cfg.fusion, cfg.lexical_norm, cfg.rrf_k, Analyzer.of(cfg.lexical))
 
 
 @dataclass
@@ -53,7 +70,7 @@ class Hit:
 
     item: int
     score: float
-    lexical: float  # BM25 / the query's best BM25
+    lexical: float  # normalised BM25 (SearchWeights.lexical_norm)
     semantic: float  # cosine of query and item text
     personal: float | None  # the user's squashed affinity (hybrid_personal only)
 
@@ -85,6 +102,13 @@ def check_query(query: str, max_chars: int, max_terms: int) -> str:
     return q
 
 
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each score, best first; tied scores share their mean rank."""
+    from scipy.stats import rankdata
+
+    return rankdata(-np.asarray(scores, dtype=np.float64), method="average")
+
+
 class SearchIndex:
     """Item texts, their BM25 index and their text vectors (row i = item index i + 1), with a dense
     ANN index over the first `indexed` rows."""
@@ -100,7 +124,7 @@ class SearchIndex:
         self.indexed = self.dense_index.num_items
         if self.indexed != len(self.texts):
             raise ValueError(f"the text index holds {self.indexed} items, the catalog {len(self.texts)}: they must agree")
-        self.lexical = BM25Index(self.texts)
+        self.lexical = BM25Index(self.texts, analyzer=weights.analyzer)
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_size = cache_size
 
@@ -119,7 +143,7 @@ class SearchIndex:
         vector = self.encoder.encode([text], max_tokens=self.max_tokens).numpy()
         self.texts.append(text)
         self.vectors = np.vstack([self.vectors, vector])
-        self.lexical = BM25Index(self.texts)  # BM25's document frequencies cover the new item too
+        self.lexical = BM25Index(self.texts, analyzer=self.weights.analyzer)  # BM25's document frequencies cover the new item too
         return len(self.texts)
 
     def add_item(self, item: dict) -> int:
@@ -144,12 +168,15 @@ class SearchIndex:
 
     # ---- one query -----------------------------------------------------------------------
     def lexical_scores(self, query: str, allowed: np.ndarray | None = None) -> np.ndarray:
-        """(N,) BM25 over the best allowed BM25 (0 for items not allowed)."""
+        """(N,) BM25 over the best allowed BM25 or over the query's bound (0 for items not allowed)."""
         lex = self.lexical.scores(query)
         if allowed is not None:
             lex = np.where(allowed, lex, 0.0).astype(np.float32)
-        best = lex.max() if len(lex) else 0.0
-        return lex / best if best > 0 else lex
+        if self.weights.lexical_norm == "bound":
+            scale = self.lexical.bound(query)
+        else:
+            scale = lex.max() if len(lex) else 0.0
+        return (lex / scale).astype(np.float32) if scale > 0 else lex
 
     def dense_top(self, query_vectors: np.ndarray, allowed: np.ndarray | None = None) -> list[np.ndarray]:
         """Per query, the item indices of the dense top-n: one ANN search for the batch over the
@@ -185,13 +212,18 @@ class SearchIndex:
         if variant == "dense":
             return semantic, None
         w = self.weights
-        mixed = w.dense * semantic + w.lexical * lexical
+        if w.fusion == "rrf":
+            mixed = w.dense / (w.rrf_k + _ranks(semantic)) + np.where(lexical > 0, w.lexical / (w.rrf_k + _ranks(lexical)), 0.0)
+        else:
+            mixed = w.dense * semantic + w.lexical * lexical
         if variant != "hybrid_personal":
             return mixed, None
         if personal is None:
             raise ValueError("hybrid_personal needs the user's recommender scores (personal)")
         z = (personal - personal.mean()) / (personal.std() + 1e-6)
         affinity = 1 / (1 + np.exp(-z))
+        if w.fusion == "rrf":
+            return mixed + w.personal / (w.rrf_k + _ranks(personal)), affinity
         return mixed + w.personal * affinity, affinity
 
     def rank(self, query: str, query_vector: np.ndarray, k: int, variant: str,

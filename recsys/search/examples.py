@@ -35,17 +35,25 @@ def search_pairs(dataset: PreparedDataset, split: str) -> list[dict]:
 
 
 def encoder_for(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[Path, str]:
-    """(encoder folder, "fine-tuned" | "pretrained") for a catalog: the latest search-stage export
-    trained on this dataset; the bundled MiniLM when the logs hold no searches to fine-tune on."""
+    """(encoder folder, "fine-tuned" | "adapted" | "pretrained") for a catalog: the latest
+    search-stage export trained on this dataset (on its logs' searches, or adapted to its catalog's
+    pseudo-queries when its safeguard passed); the bundled MiniLM when there was nothing to
+    fine-tune on, or the adapted encoder scored below it on its held-out pseudo-queries."""
     from recsys.search.encoder import pretrained_path
 
     store = ArtifactStore.of(cfg)
     found = store.latest(STAGE, trained_on=dataset, required=False)
     if found is not None:
-        return found.path, "fine-tuned"
-    if search_examples(dataset, ("train",), ["item"])["item"]:
+        extra = found.meta.extra
+        if "safeguard" not in extra:
+            return found.path, "fine-tuned"
+        if extra["safeguard"]["ship"]:
+            return found.path, "adapted"
+        return pretrained_path(), "pretrained"
+    if search_examples(dataset, ("train",), ["item"])["item"] or cfg.search.adapt.enabled:
         raise FileNotFoundError(
-            f"{dataset.path} has search logs but no search encoder was fine-tuned on it under {store.folder(STAGE)}; "
+            f"{dataset.path} has search logs (or search.adapt is on) but no search encoder was fine-tuned on it under "
+            f"{store.folder(STAGE)}; "
             "run the search stage first (recsys search --config <file>), or set search.enabled: false"
         )
     return pretrained_path(), "pretrained"

@@ -37,7 +37,7 @@ class SearchEncoderTask(TrainTask):
 
     stage = STAGE
 
-    def __init__(self, cfg: RecsysConfig, dataset: PreparedDataset, pairs: list[dict], init_from: Path):
+    def __init__(self, cfg: RecsysConfig, dataset: PreparedDataset, pairs: list[dict], init_from: Path, source: str = "logs"):
         self.stage_cfg = cfg.search.train
         self.pairs = pairs
         self.init_from = str(init_from)
@@ -49,6 +49,8 @@ class SearchEncoderTask(TrainTask):
         # differs between virtualenvs and images): /search's serving weights do not retrain it.
         self._key = {"dataset": str(dataset.path), "max_tokens": self.max_tokens, "temperature": self.temperature,
                      "workers": self.world, "encoder": pretrained_version(), "pairs": len(pairs)}
+        if source != "logs":  # the catalog's pseudo-queries: their recipe is part of what was trained on
+            self._key.update(source=source, adapt=cfg.search.adapt.model_dump())
 
     def run_key(self) -> dict:
         return {**super().run_key(), **self._key}
@@ -79,8 +81,9 @@ class SearchEncoderTask(TrainTask):
 
 def train_search_encoder(cfg: RecsysConfig, dataset: PreparedDataset, fault: dict | None = None):
     """Fine-tune from the bundled MiniLM with the one training loop; publish the encoder under
-    models/<run>/search/<version> (a StageResult). None when the logs hold no searches (the index
-    then embeds with the pretrained encoder)."""
+    models/<run>/search/<version> (a StageResult). None when the logs hold no searches (the stage
+    then adapts to the catalog's pseudo-queries with `search.adapt.enabled`, recsys.search.adapt;
+    otherwise the index embeds with the pretrained encoder)."""
     from recsys.search.encoder import pretrained_path
     from recsys.train.trainer import fit_and_publish
 

@@ -33,9 +33,11 @@ def run_name_for(cfg: RecsysConfig, task: TrainTask) -> str:
 
 
 def fit_and_publish(cfg: RecsysConfig, task: TrainTask, dataset: Dataset, train_data=None, fault: dict | None = None,
-                    extra: dict | None = None) -> StageResult:
+                    extra: dict | None = None, vet=None) -> StageResult:
     """Train `task` with the one loop on `cfg.cluster`'s workers, export its best (or last) epoch
-    under models/<run_name>/<stage>/<version>, and return it."""
+    under models/<run_name>/<stage>/<version>, and return it. `vet(model folder) → dict`, when
+    given, checks the chosen epoch's model before it is published; its answer goes into the
+    export's `extra` (e.g. the search adaptation's safeguard)."""
     if task.uses_train_dataset and train_data is None:
         raise ValueError(f"the {task.stage} task streams a Ray Dataset: pass train_data")
     name = run_name_for(cfg, task)
@@ -68,6 +70,8 @@ def fit_and_publish(cfg: RecsysConfig, task: TrainTask, dataset: Dataset, train_
     chosen = _best_checkpoint(result, select) if select else result.checkpoint
     with chosen.as_directory() as folder:
         state = json.loads(Path(folder, "train_state.json").read_text())
+        if vet is not None:
+            extra = {**(extra or {}), **vet(Path(folder, "model"))}
         # Same run and epoch → same version: a rerun that resumed a finished run re-points LATEST
         # at the existing export instead of minting a copy (which would also retrain what follows).
         version = f"{name.rsplit('-', 1)[-1]}-e{state['epoch']}"
