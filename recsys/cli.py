@@ -123,7 +123,11 @@ def stage_command(stage: str, args: argparse.Namespace) -> int:
             if result is None:
                 print("search encoder not fine-tuned: search.enabled is false or the logs hold no searches; the index uses the pretrained encoder")
             else:
-                print(json.dumps({"encoder": str(result.model_path), **result.metrics}, indent=2))
+                guard = result.export.meta.extra.get("safeguard")
+                print(json.dumps({"encoder": str(result.model_path), **result.metrics, **({"safeguard": guard} if guard else {})}, indent=2))
+                if guard and not guard["ship"]:
+                    print(f"the adapted encoder scored {guard['adapted']:.4f} dense nDCG@10 on its held-out queries, below the "
+                          f"pretrained {guard['pretrained']:.4f}: the index keeps the pretrained encoder")
         elif stage == "index":
             release = stages.index(cfg)
             print(json.dumps({"index": str(release.path), **release.manifest}, indent=2))

@@ -148,8 +148,9 @@ class RecommendResponse(BaseModel):
 
 
 class SearchSignals(BaseModel):
-    lexical_terms: list[str] = Field(description="query words found in the item's text")
-    lexical: float = Field(description="BM25 over the query's best BM25 among the allowed items")
+    lexical_terms: list[str] = Field(description="query words (or a number with its unit) found in the item's text")
+    lexical: float = Field(description="normalised BM25: over the query's best BM25 among the allowed items, or over the "
+                           "bound no item reaches for its terms (search.lexical_norm)")
     semantic: float = Field(description="cosine of the query's and the item text's embeddings")
     personal: float | None = Field(None, description="the user's affinity (squashed z-score of u·v among candidates); personalised mode only")
 

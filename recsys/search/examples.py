@@ -47,7 +47,7 @@ def encoder_for(cfg: RecsysConfig, dataset: PreparedDataset) -> tuple[Path, str]
         extra = found.meta.extra
         if "safeguard" not in extra:
             return found.path, "fine-tuned"
-        if extra["safeguard"]["ship"]:
+        if extra["safeguard"]["ship"] and cfg.search.adapt.enabled:  # adaptation switched off: back to the pretrained
             return found.path, "adapted"
         return pretrained_path(), "pretrained"
     if search_examples(dataset, ("train",), ["item"])["item"] or cfg.search.adapt.enabled:

@@ -5,21 +5,26 @@ recsys.search.engine, scored by ranx (nDCG@10/@100, Recall@100, MRR with graded 
 
 Protocol (printed and written with every result): every catalog item is ranked for every query;
 unjudged items are non-relevant; the gain of a judged item is its grade minus `grade_offset`
-(linear gain, ranx's `ndcg`; a grade at or below the offset is not relevant); tied scores keep the
-catalog's order, as `/search` answers; zero-shot: nothing is trained on the evaluated queries.
+(linear gain, ranx's `ndcg`, which takes whole-number gains; a grade at or below the offset is not
+relevant); tied scores are put in a random order seeded by the query id (BM25 ties often, and the
+catalog file's order must not decide); zero-shot: nothing is trained on the evaluated queries.
+Queries that `/search` would refuse (recsys.search.engine.check_query) are skipped and counted.
 
 Files:
-- catalog: Parquet or CSV with an item id column and at least one text column (`TEXT_FIELDS`);
+- catalog: Parquet or CSV with an item id column and at least one text column (`TEXT_FIELDS`):
+  title, category, brand and attribute values make the text as the served index makes it, and the
+  other text columns a generic catalog has (name, product_title, description, genres) follow;
 - qrels: TREC (`query_id 0 item_id grade`), three columns (`query_id item_id grade`), or a CSV /
   Parquet with columns query_id, item_id, grade (and optionally query, the query text);
 - queries: TSV (`query_id<TAB>text`), CSV/Parquet with query_id and query, or JSON lines.
-A qrels line with an unknown item, an unknown query or a non-numeric grade is skipped and counted,
-and its line number reported.
+A qrels line with an unknown item, an unknown query, a non-numeric grade or a gain that is not a
+whole number is skipped and counted, and its line (or row) number reported.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from collections import Counter
@@ -87,7 +92,9 @@ def read_catalog(path: str | Path, id_field: str | None = None) -> Catalog:
 
     def value(row, name):
         v = row.get(name)
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else v
+        if isinstance(v, np.ndarray | tuple):  # a list column of a Parquet catalog
+            v = list(v)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v == "") else v
 
     ids, texts = [], []
     for row in table.to_dict("records"):
@@ -137,8 +144,9 @@ def _qrels_rows(path: Path):
         if need:
             raise ValueError(f"{path}: qrels need the columns query_id, item_id, grade; missing {sorted(need)}")
         texts = table["query"] if "query" in table.columns else [None] * len(table)
+        first = 2 if path.suffix.lower() == ".csv" else 1  # a CSV's line 1 is its header; JSON lines and Parquet rows count from 1
         for i, (q, d, g, t) in enumerate(zip(table["query_id"], table["item_id"], table["grade"], texts, strict=True)):
-            yield i + 2, str(q), str(d), str(g), t
+            yield i + first, str(q), str(d), str(g), t
         return
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -154,7 +162,7 @@ def _qrels_rows(path: Path):
 
 
 def read_judged(qrels_path: str | Path, catalog: Catalog, queries_path: str | Path | None = None,
-                grade_offset: float = 0.0) -> JudgedQueries:
+                grade_offset: float = 0.0, max_chars: int = 256, max_terms: int = 32) -> JudgedQueries:
     """Queries and their judgments, every bad qrels line counted and the first ones reported."""
     qrels_path = Path(qrels_path)
     if not qrels_path.is_file():
@@ -189,10 +197,24 @@ def read_judged(qrels_path: str | Path, catalog: Catalog, queries_path: str | Pa
             skip("unknown_query", n, f"query {qid!r} has no text (not in --queries)")
             continue
         gain = g - grade_offset
+        if gain > 0 and not float(gain).is_integer():
+            skip("non_integer_gain", n, f"gain {gain:g} (grade {grade} − offset {grade_offset:g}) is not a whole number; "
+                 "ranx takes whole-number gains: map the grades to integers or choose --grade-offset")
+            continue
         judged = out.qrels.setdefault(qid, {})
         if gain > 0:
-            judged[item] = int(round(gain)) if float(gain).is_integer() else gain
-    # A query is evaluated when it has text and at least one relevant item.
+            judged[item] = int(gain)
+    # A query is evaluated when it has text /search accepts and at least one relevant item.
+    from recsys.search.engine import check_query
+
+    for q in [q for q in queries if out.qrels.get(q)]:
+        try:
+            check_query(queries[q], max_chars, max_terms)
+        except ValueError as exc:
+            out.skipped["refused_query"] += 1
+            if len(out.problems) < SHOWN_PROBLEMS:
+                out.problems.append(f"query {q}: {exc}")
+            del out.qrels[q]
     out.queries = {q: t for q, t in queries.items() if out.qrels.get(q)}
     out.unevaluated = sorted(q for q in out.qrels if q not in out.queries)
     if not out.queries:
@@ -201,13 +223,14 @@ def read_judged(qrels_path: str | Path, catalog: Catalog, queries_path: str | Pa
     return out
 
 
-def protocol(grade_offset: float, modes, weights) -> dict:
+def protocol(grade_offset: float, modes, weights, encoder: str | None = None) -> dict:
     return {
+        "encoder": encoder or "pretrained (the bundled all-MiniLM-L6-v2)",
         "ranking": "every catalog item, per query (lexical ranks the items that match a query term; the hybrids "
                    "rank the dense top-candidates united with the lexical top-candidates)",
         "unjudged": "non-relevant",
         "gain": f"grade - {grade_offset:g} (linear; ranx ndcg, Järvelin & Kekäläinen); grade <= {grade_offset:g} is not relevant",
-        "ties": "catalog order, as /search answers",
+        "ties": "a random order seeded by the query id",
         "training": "zero-shot: nothing is trained on the evaluated queries",
         "metrics": list(METRICS), "modes": list(modes), "depth": DEPTH,
         "search": {"fusion": weights.fusion, "lexical_norm": weights.lexical_norm, "dense_weight": weights.dense,
@@ -218,12 +241,14 @@ def protocol(grade_offset: float, modes, weights) -> dict:
 
 def top_items(index, catalog: Catalog, judged: JudgedQueries, mode: str, query_vectors: np.ndarray) -> dict[str, dict[str, float]]:
     """ranx run: per query, its top `DEPTH` items with rank-ordered scores (DEPTH, DEPTH − 1, …),
-    so ranx sees exactly the order the engine answers with."""
+    so ranx sees exactly this order: by score, ties in a random order seeded by the query id."""
     run = {}
     for (qid, text), qv in zip(judged.queries.items(), query_vectors, strict=True):
         scores = index.score(text, mode, query_vector=qv)
         finite = np.flatnonzero(np.isfinite(scores) & (scores > (0 if mode == "lexical" else -np.inf)))
-        order = finite[np.argsort(-scores[finite], kind="stable")[:DEPTH]]
+        seed = int.from_bytes(hashlib.sha256(qid.encode()).digest()[:8], "little")
+        shuffle = np.random.default_rng(seed).random(len(finite))
+        order = finite[np.lexsort((shuffle, -scores[finite]))[:DEPTH]]
         run[qid] = {catalog.item_ids[i]: float(DEPTH - r) for r, i in enumerate(order)}
         if not run[qid]:  # ranx needs a ranking per query: an empty answer scores 0 everywhere
             run[qid] = {"__none__": 0.0}
@@ -314,7 +339,8 @@ def run_command(cfg, args) -> int:
         print(f"error: --modes: {unknown or 'none given'}; choose from {', '.join(MODES)}", file=sys.stderr)
         return 2
     catalog = read_catalog(args.catalog, args.id_field)
-    judged = read_judged(args.qrels, catalog, args.queries, args.grade_offset)
+    judged = read_judged(args.qrels, catalog, args.queries, args.grade_offset,
+                         cfg.search.max_query_chars, cfg.search.max_query_terms)
     weights = SearchWeights.of(cfg.search)
     dense = any(m != "lexical" for m in modes)
     encoder = TextEncoder(args.encoder) if dense else None  # lexical alone needs no language model
@@ -322,7 +348,7 @@ def run_command(cfg, args) -> int:
         else np.zeros((len(catalog.texts), 1), np.float32)
     index = SearchIndex(catalog.texts, vectors, encoder, weights, max_tokens=cfg.search.max_tokens)
     result = evaluate(index, catalog, judged, modes)
-    proto = protocol(args.grade_offset, modes, weights)
+    proto = protocol(args.grade_offset, modes, weights, args.encoder)
     out = Path(args.out) if args.out else Path(cfg.artifacts.root) / "reports" / "search-eval" / Path(args.catalog).stem
     paths = write_results(out, result, judged, proto, catalog)
     print(f"catalog: {len(catalog.item_ids)} items, text from {', '.join(catalog.fields)}; "

@@ -6,11 +6,13 @@ and the same analysis runs on queries, so each option changes both sides alike:
 - `units`: a number and the unit after it become one term, with the unit's spellings folded
   ("12 oz", "12-ounce", "12oz" → `12oz`; `1/2 in.` → `1/2in`); fractions and decimals stay whole;
   hyphenated model codes are joined ("XR-500" → `xr500`);
-- `stopwords`: bm25s's English stop-word list is dropped (not from a query made only of them);
+- `stopwords`: bm25s's English stop-word list, less the negations (no, not), is dropped (not from
+  a query made only of them);
 - `stem`: the Snowball English stemmer (PyStemmer) on alphabetic terms ("elbows" → `elbow`);
 - `typos`: a query term that is not in the catalog's vocabulary is replaced by the closest
   vocabulary term within 1 edit (2 for terms of 8+ letters; RapidFuzz Levenshtein), when there
-  is one. A term the catalog has is never touched.
+  is one (optimal string alignment: a swap of two neighbouring letters is one edit; among equally
+  close terms the most frequent wins). A term the catalog has is never touched.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def _stemmer():
 def _stopwords() -> frozenset[str]:
     from bm25s.stopwords import STOPWORDS_EN
 
-    return frozenset(STOPWORDS_EN)
+    return frozenset(STOPWORDS_EN) - {"no", "not"}  # "not scented" must not match "scented"
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,11 @@ class BM25Index:
         if term in self._corrections:
             return self._corrections[term]
         from rapidfuzz import process
-        from rapidfuzz.distance import Levenshtein
+        from rapidfuzz.distance import OSA
 
         edits = 1 if len(term) < 8 else 2
-        found = process.extractOne(term, self.vocab, scorer=Levenshtein.distance, score_cutoff=edits)
-        fixed = found[0] if found is not None else None
+        found = process.extract(term, self.vocab, scorer=OSA.distance, score_cutoff=edits, limit=None)
+        fixed = min(found, key=lambda f: (f[1], -self.df[f[0]], f[0]))[0] if found else None
         if len(self._corrections) < 100_000:
             self._corrections[term] = fixed
         return fixed
@@ -167,21 +169,30 @@ class BM25Index:
         return np.asarray(self.retriever.get_scores(terms), dtype=np.float32)
 
     def bound(self, query: str) -> float:
-        """The BM25 score no item can reach for this query: Σ over its known terms of
-        idf · (k1 + 1) (a term's score as its frequency grows without limit). It depends on the
-        catalog's document frequencies, not on which items this query's retrieval found."""
+        """The BM25 score no item can reach for this query: Σ over its known terms of idf, a
+        term's score as its frequency grows without limit (bm25s's Lucene variant scores
+        idf · tf / (tf + k1 · (1 − b + b · dl / avgdl))). It depends on the catalog's document
+        frequencies, not on which items this query's retrieval found."""
         n = self.num_items
         return float(sum(
-            math.log(1 + (n - self.df[t] + 0.5) / (self.df[t] + 0.5)) * (self.k1 + 1)
-            for t in self.query_terms(query) if t in self.df
+            math.log(1 + (n - self.df[t] + 0.5) / (self.df[t] + 0.5)) for t in self.query_terms(query) if t in self.df
         ))
 
     def matched_terms(self, query: str, text: str) -> list[str]:
-        """The query words whose terms an item's text contains (what the response shows as the
-        lexical match)."""
+        """The parts of the query whose terms an item's text contains (what the response shows as
+        the lexical match): its words, or a number with its unit ("12 oz") when `units` makes them
+        one term."""
         have = set(self.analyzer.terms(text))
-        out = []
-        for word in dict.fromkeys(query.lower().split()):
-            if any(t in have for t in self.query_terms(word)):
-                out.append(word.strip(".,;:!?()[]\"'"))
-        return [w for w in out if w]
+        words = [w.strip(".,;:!?()[]'") for w in query.lower().split()]
+        words = [w for w in words if w]
+        spans, i = [], 0
+        while i < len(words):
+            pair = f"{words[i]} {words[i + 1]}" if i + 1 < len(words) else None
+            if self.analyzer.units and pair and len(self.analyzer.terms(pair)) == 1 and len(self.analyzer.terms(words[i])) == 1 \
+                    and self.analyzer.terms(pair) != self.analyzer.terms(words[i]):
+                spans.append(pair)  # "12 oz" → 12oz
+                i += 2
+            else:
+                spans.append(words[i])
+                i += 1
+        return [s for s in dict.fromkeys(spans) if any(t in have for t in self.query_terms(s))]

@@ -31,6 +31,11 @@ def _words(title: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(title or "")]
 
 
+def title_key(row: dict) -> str:
+    """A row's title as the generators see it (same key: indistinguishable by title)."""
+    return " ".join(_words(row.get("title")))
+
+
 def typo(word: str, rng: np.random.Generator) -> str:
     """One edit of a word of 5+ letters: swap two neighbours, drop, double or replace a letter."""
     if len(word) < 5 or not word.isalpha():
@@ -106,7 +111,7 @@ def shopper_queries(rows: list[dict], n: int, seed: int, id_field: str = "item_i
     rng = np.random.default_rng([seed, 2])
     by_title: dict[str, list[str]] = {}
     for row in rows:
-        by_title.setdefault(" ".join(_words(row.get("title"))), []).append(str(row[id_field]))
+        by_title.setdefault(title_key(row), []).append(str(row[id_field]))
     candidates = [r for r in rows if len([w for w in _words(r.get("title")) if w not in _STOP and len(w) > 2])]
     picks = rng.choice(len(candidates), size=min(n, len(candidates)), replace=False)
     queries, qrels = {}, {}
@@ -123,5 +128,5 @@ def shopper_queries(rows: list[dict], n: int, seed: int, id_field: str = "item_i
             q[j] = typo(q[j], rng)
         qid = f"pq{k:05d}"
         queries[qid] = " ".join(q)
-        qrels[qid] = {i: 1 for i in by_title[" ".join(_words(row.get("title")))]}
+        qrels[qid] = {i: 1 for i in by_title[title_key(row)]}
     return queries, qrels

@@ -3,8 +3,9 @@ search encoder and stores a FAISS index of them beside the recommender's, in the
 
     <root>/indexes/<run_name>/<version>/text/   items.faiss, ann.json, vectors.npy
 
-The manifest's `search` section names the encoder (fine-tuned by the search stage, or the
-pretrained MiniLM when the logs hold no searches) and the recall@100 of the text index against
+The manifest's `search` section names the encoder (fine-tuned by the search stage on the logs'
+searches, adapted to the catalog's pseudo-queries when `search.adapt` is on and its safeguard
+passed, or the pretrained MiniLM) and the recall@100 of the text index against
 exact search, measured at build time on real queries (the logs' held-out searches, else item texts).
 """
 
