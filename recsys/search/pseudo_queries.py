@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 
+RECIPE = 2  # the generators' and the hold-out's recipe, in the adaptation's run key: a change is a new run
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'&/.-]*")
 _UNIT = re.compile(r"(\d+(?:[./]\d+)?)\s*-?\s*(oz|ounce|ounces|in|inch|inches|cm|mm|ml|l|g|kg|lb|lbs|ft|pack|pk|pc|pcs)\b", re.I)
 _SPELLINGS = {"oz": ["oz", " oz", " ounce"], "in": ["in", " in", " inch", '"'], "cm": ["cm", " cm"], "mm": ["mm", " mm"],

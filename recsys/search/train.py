@@ -50,7 +50,9 @@ class SearchEncoderTask(TrainTask):
         self._key = {"dataset": str(dataset.path), "max_tokens": self.max_tokens, "temperature": self.temperature,
                      "workers": self.world, "encoder": pretrained_version(), "pairs": len(pairs)}
         if source != "logs":  # the catalog's pseudo-queries: their recipe is part of what was trained on
-            self._key.update(source=source, adapt=cfg.search.adapt.model_dump())
+            from recsys.search.pseudo_queries import RECIPE
+
+            self._key.update(source=source, adapt=cfg.search.adapt.model_dump(), recipe=RECIPE)
 
     def run_key(self) -> dict:
         return {**super().run_key(), **self._key}
