@@ -21,6 +21,8 @@ Writes benchmarks/results/search.json:
   recommend_baseline → c16 of POST /recommend for the same users on the same replica (no text work)
   qps_ratio_search_to_recommend_c16
   p99_ms_c16        → latency.c16.p99_ms
+  search            → the config's search settings (lexical analysis, fusion) these figures are of
+(`real_text`, `personal_weight`: benchmarks/search_text.py, kept when this one rewrites the file.)
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ def main() -> int:
     release = ensure_pipeline(args.config)
     examples = held_out_searches(Path(release.manifest["dataset_path"]))
     result: dict = {"config": args.config, "version": release.version, "items": release.manifest["items"],
+                    "search": cfg.search.model_dump(include={"lexical", "fusion", "lexical_norm", "dense_weight", "lexical_weight", "personal_weight"}),
                     "text_index": release.manifest["search"], "test_searches": len(examples)}
     result.update(quality(cfg, release, examples))
     v = result["variants"]
@@ -197,6 +200,9 @@ def main() -> int:
     result["p99_ms_c16"] = result["latency"]["c16"]["p99_ms"]
     bodies_file.unlink()
     out = RESULTS / "search.json"
+    if out.is_file():  # keep what benchmarks/search_text.py wrote (the real-text grid)
+        kept = json.loads(out.read_text())
+        result.update({k: kept[k] for k in ("real_text", "real_text_protocol", "personal_weight") if k in kept})
     out.write_text(json.dumps(result, indent=2))
     print(f"\nnDCG@10 lexical {v['lexical']['ndcg@10']:.4f} → hybrid+personal {v['hybrid_personal']['ndcg@10']:.4f} "
           f"({result['gain_vs_lexical']:+.1%}); /search p99 at 16 clients {result['p99_ms_c16']} ms")

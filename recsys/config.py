@@ -371,12 +371,14 @@ class ServeConfig(_Section):
 
 
 class LexicalConfig(_Section):
-    """`search.lexical`: how item texts and queries become BM25 terms (recsys.search.lexical)."""
+    """`search.lexical`: how item texts and queries become BM25 terms (recsys.search.lexical). All
+    on by default: on Online Retail and MovieLens titles and the synthetic shop, each step helped
+    or was neutral, and none cost measurable time (benchmarks/search_text.py, docs/search.md)."""
 
-    stem: bool = Field(False, description="Snowball English stemming (PyStemmer) of alphabetic terms")
-    stopwords: bool = Field(False, description="drop English stop words (bm25s's list)")
-    units: bool = Field(False, description="one term per number and unit (12 oz → 12oz, 1/2 in. → 1/2in); model codes joined (XR-500 → xr500)")
-    typos: bool = Field(False, description="a query term the catalog lacks is replaced by the vocabulary term within 1–2 edits (RapidFuzz)")
+    stem: bool = Field(True, description="Snowball English stemming (PyStemmer) of alphabetic terms")
+    stopwords: bool = Field(True, description="drop English stop words (bm25s's list)")
+    units: bool = Field(True, description="one term per number and unit (12 oz → 12oz, 1/2 in. → 1/2in); model codes joined (XR-500 → xr500)")
+    typos: bool = Field(True, description="a query term the catalog lacks is replaced by the vocabulary term within 1–2 edits (RapidFuzz)")
 
 
 class SearchAdaptConfig(_Section):
