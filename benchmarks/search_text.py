@@ -211,7 +211,7 @@ def main() -> int:
                                                          {"lexical": args.best_lexical, "fusion": args.best_fusion})
         out_file.write_text(json.dumps(result, indent=2))
     result["real_text_protocol"] = {
-        "metrics": "ranx (recsys.search.judged): linear gain, unjudged = non-relevant, ties in catalog order",
+        "metrics": "ranx (recsys.search.judged): linear gain, unjudged = non-relevant, ties shuffled by a seed per query id",
         "latency": "query_ms: in-process mean per query, one thread, query encoding included, 100 queries, cache off",
     }
     out_file.write_text(json.dumps(result, indent=2))

@@ -387,7 +387,7 @@ class SearchAdaptConfig(_Section):
 
     enabled: bool = Field(False, description="adapt the encoder to the catalog's text when the logs hold no searches")
     queries_per_item: int = Field(3, ge=1, le=20, description="pseudo-queries made from each catalog item")
-    holdout: float = Field(0.1, gt=0, lt=0.5, description="share of items whose pseudo-queries are kept out of training "
+    holdout: float = Field(0.1, gt=0, lt=0.5, description="share of distinct titles (all their items) kept out of training "
                            "for the safeguard (an adapted encoder scoring below the pretrained one there is not used)")
     pool_max: int = Field(5000, ge=100, description="the safeguard ranks among all items, or the held-out items plus "
                           "this many others on larger catalogs")
