@@ -333,6 +333,23 @@ class EventStoreConfig(_Section):
     max_events_per_user: int = Field(200, ge=1, description="recent events kept per user")
 
 
+class ServeAuth(_Section):
+    """`serve.auth`: bearer tokens per role (serving/auth.py). The tokens live in environment
+    variables (in Kubernetes, from the Secret the chart's values name), never in a config."""
+
+    enabled: bool = Field(False, description="refuse requests without a token of the route's role (401/403); the chart turns it on")
+    token_env: dict[str, str] = Field(
+        default_factory=lambda: {"read": "RECSYS_READ_TOKEN", "write": "RECSYS_WRITE_TOKEN", "admin": "RECSYS_ADMIN_TOKEN"},
+        description="role → the environment variable holding its tokens (comma-separated for rotation)",
+    )
+
+    @model_validator(mode="after")
+    def _roles(self) -> ServeAuth:
+        if set(self.token_env) != {"read", "write", "admin"}:
+            raise ValueError(f"token_env must name a variable for each role read, write, admin; got {sorted(self.token_env)}")
+        return self
+
+
 class ServeConfig(_Section):
     ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy",
@@ -362,6 +379,7 @@ class ServeConfig(_Section):
     )
     batching: ServeBatching = Field(default_factory=ServeBatching)
     events: EventStoreConfig = Field(default_factory=EventStoreConfig)
+    auth: ServeAuth = Field(default_factory=ServeAuth)
 
     @model_validator(mode="after")
     def _k_fits(self) -> ServeConfig:

@@ -67,6 +67,8 @@ def _run(cfg, args) -> int:
     if cfg.serve.ingress == "haproxy" and shutil.which("haproxy") is None:
         print("note: haproxy is not installed (apt-get install haproxy); serving through Serve's Python proxy instead")
         cfg.serve.ingress = "proxy"
+    tokens = _demo_tokens(cfg)  # before Ray starts: its workers (the replicas) inherit the variables
+    overrides = [*args.overrides, "serve.auth.enabled=true"]
     init_ray(cfg.cluster, serve=cfg.serve)
     quiet_ray_data()
     try:
@@ -133,27 +135,35 @@ def _run(cfg, args) -> int:
         t = time.perf_counter()
         _banner(f"8/8 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
         serve.start(http_options=http_options(cfg.serve))
-        serve.run(build_app({"config": args.config, "overrides": args.overrides, "index_version": release.version}),
+        serve.run(build_app({"config": args.config, "overrides": overrides, "index_version": release.version}),
                   name="recommender", route_prefix=cfg.serve.route_prefix)
         base = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route_prefix.rstrip('/')}"
         wait_ready(base + "/readyz")
+        refused = requests.post(base + "/events", json={"user_id": "u", "item_id": "x", "event": "click"}, timeout=30)
+        print(f"auth is on (serve.auth): POST {base}/events without a token → {refused.status_code} {refused.json()['error']}")
+        print("tokens of this run (set RECSYS_READ_TOKEN / RECSYS_WRITE_TOKEN / RECSYS_ADMIN_TOKEN to choose them):")
+        for role, value in tokens.items():
+            print(f"  {role}: {value}")
+        print(f"  try: curl -s -H 'Authorization: Bearer {tokens['read']}' -H 'Content-Type: application/json' "
+              f"-d '{{\"user_id\": \"someone\", \"k\": 3}}' {base}/recommend")
+        http = _Authorized(tokens["write"])  # the demo writes events and items below: a write token
         user = str(dataset.read_split("test")["user_id"].iloc[0])
         body = {"user_id": user, "k": 5, "explain": True}
-        answer = requests.post(base + "/recommend", json=body, timeout=30)
+        answer = http.post(base + "/recommend", json=body, timeout=30)
         print(f"POST {base}/recommend {json.dumps(body)} → {answer.status_code}")
         print(json.dumps(answer.json(), indent=2)[:3000])
         answer.raise_for_status()
         clicked = answer.json()["items"][-1]["item_id"]
         event = {"user_id": user, "item_id": clicked, "event": "click"}
-        print(f"POST {base}/events {json.dumps(event)} → {requests.post(base + '/events', json=event, timeout=30).status_code}")
-        after = requests.post(base + "/recommend", json={"user_id": user, "k": 5}, timeout=30).json()
+        print(f"POST {base}/events {json.dumps(event)} → {http.post(base + '/events', json=event, timeout=30).status_code}")
+        after = http.post(base + "/recommend", json={"user_id": user, "k": 5}, timeout=30).json()
         print(f"next /recommend for {user}: {[i['item_id'] for i in after['items']]} (was {[i['item_id'] for i in answer.json()['items']]})")
-        cold = requests.post(base + "/recommend", json={"user_id": "someone-new", "k": 3}, timeout=30).json()
+        cold = http.post(base + "/recommend", json={"user_id": "someone-new", "k": 3}, timeout=30).json()
         print(f"unknown user → cold_start={cold['cold_start']}, {[i['item_id'] for i in cold['items']]}")
         if m.get("search"):
-            _search_demo(base, dataset, user)
+            _search_demo(base, dataset, user, http)
         if forecast is not None:
-            _forecast_demo(base, forecast)
+            _forecast_demo(base, forecast, http)
         print(f"OpenAPI docs: {base}/docs")
         timings["serve"] = time.perf_counter() - t
     finally:
@@ -165,19 +175,45 @@ def _run(cfg, args) -> int:
     return 0
 
 
-def _forecast_demo(base: str, release) -> None:
+def _demo_tokens(cfg) -> dict[str, str]:
+    """The role tokens in the environment (each generated when unset): role → token."""
+    import os
+    import secrets
+
+    out = {}
+    for role, name in cfg.serve.auth.token_env.items():
+        os.environ.setdefault(name, secrets.token_urlsafe(24))
+        out[role] = os.environ[name].split(",")[0]
+    return out
+
+
+class _Authorized:
+    """`requests`' get/post with a bearer token."""
+
+    def __init__(self, token: str):
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, *args, **kwargs):
+        return self.session.post(*args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        return self.session.get(*args, **kwargs)
+
+
+def _forecast_demo(base: str, release, http) -> None:
     """GET /forecast for the product that sold most in the history's last weeks."""
     import pandas as pd
 
     history = pd.read_parquet(release.path / "history.parquet")
     top = history[history["ds"] == history["ds"].max()].nlargest(1, "y")["unique_id"].iloc[0]
-    answer = requests.get(f"{base}/forecast/{top}", params={"horizon": 4}, timeout=30)
+    answer = http.get(f"{base}/forecast/{top}", params={"horizon": 4}, timeout=30)
     print(f"GET {base}/forecast/{top}?horizon=4 → {answer.status_code}")
     answer.raise_for_status()
     print(json.dumps(answer.json(), indent=2)[:1500])
 
 
-def _search_demo(base: str, dataset, user: str) -> None:
+def _search_demo(base: str, dataset, user: str, http) -> None:
     """A new item (cold start), found by its title and searched for personally."""
     import pyarrow.parquet as pq
 
@@ -185,11 +221,11 @@ def _search_demo(base: str, dataset, user: str) -> None:
     donor = pq.read_table(dataset.path / "items.parquet", columns=["category", "brand", "attributes"]).slice(0, 1).to_pylist()[0]
     new = {"item_id": f"demo-new-{int(time.time())}", "title": "Aurora Silk Night Cream", "category": donor["category"],
            "brand": donor["brand"], "attributes": donor["attributes"] or []}
-    added = requests.post(base + "/items", json=new, timeout=30)
+    added = http.post(base + "/items", json=new, timeout=30)
     print(f"POST {base}/items {new['item_id']} {new['title']!r} → {added.status_code} {added.json()}")
     added.raise_for_status()
     for body in ({"query": "silk night cream", "k": 3}, {"query": "night cream", "user_id": user, "k": 3}):
-        found = requests.post(base + "/search", json=body, timeout=30)
+        found = http.post(base + "/search", json=body, timeout=30)
         found.raise_for_status()
         hits = found.json()
         print(f"POST {base}/search {json.dumps(body)} → {found.status_code} ({hits['mode']})")

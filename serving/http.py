@@ -1,4 +1,5 @@
-"""The FastAPI application the Serve ingress wraps: error shapes, body-size limit, per-endpoint metrics.
+"""The FastAPI application the Serve ingress wraps: error shapes, authentication (serving.auth),
+body-size limit, per-endpoint metrics.
 
 Every error is JSON `{"error": ..., "detail": [{"field", "message"}]}`; validation errors name
 the field (422), oversized bodies answer 413 before they are read, and an unexpected exception
@@ -39,6 +40,7 @@ class Guard:
 
     max_body_bytes: int = 65_536
     metrics: object | None = None  # serving.metrics.ServingMetrics
+    auth: object | None = None  # serving.auth.Authenticator (None: serve.auth off)
 
 
 _UNSET = Guard()
@@ -105,7 +107,19 @@ class GuardMiddleware:
                 return replay.pop() if replay else await receive()
 
             receive = buffered_receive
-        if oversized:
+        refused = None
+        if guard.auth is not None:
+            refused = guard.auth.check(scope.get("method", "GET"), route, dict(scope.get("headers") or []).get(b"authorization"))
+        if refused is not None:
+            code, message = refused
+            payload = json.dumps(error_body("unauthorized" if code == 401 else "forbidden", "authorization", message)).encode()
+            status["code"] = code
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            if code == 401:
+                headers.append((b"www-authenticate", b'Bearer realm="recsys"'))
+            await send({"type": "http.response.start", "status": code, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+        elif oversized:
             await reply(413, too_large())
         else:
 
@@ -122,7 +136,8 @@ class GuardMiddleware:
 api = FastAPI(
     title="recsys-platform serving",
     description="Recommendations, ranking and real-time events from a transformer trained on behaviour sequences.",
-    responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
+               403: {"model": ErrorResponse}},
 )
 api.add_middleware(GuardMiddleware)
 

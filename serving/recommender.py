@@ -113,7 +113,12 @@ class RecommenderDeployment:
         self.swap_error: str | None = None
         self.forecast_error: str | None = None  # the last forecast swap that failed (the index swap has its own)
         self.metrics = ServingMetrics()
-        self.guard = Guard(self.cfg.max_body_bytes, self.metrics)  # read by serving.http's middleware
+        auth = None
+        if self.cfg.auth.enabled:
+            from serving.auth import Authenticator
+
+            auth = Authenticator.from_env(self.cfg.auth.token_env)
+        self.guard = Guard(self.cfg.max_body_bytes, self.metrics, auth)  # read by serving.http's middleware
         for batched in (self._score, self._search):
             batched.set_max_batch_size(self.cfg.batching.max_batch_size)
             batched.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)

@@ -98,6 +98,7 @@ def chart_schema() -> dict:
                 "security": obj({
                     "rayTokenAuth": BOOL, "networkPolicy": BOOL, "operatorNamespace": STR, "servePeers": MAP,
                     "serviceAccount": obj({"create": BOOL, "name": STR}),
+                    "serveAuth": obj({"secretName": STR, "secretKeys": {"type": "object", "additionalProperties": STR}}),
                 }),
                 "monitoring": obj({"podMonitor": BOOL, "interval": {"type": "string", "pattern": r"^[0-9]+[smh]$"},
                                    "labels": {"type": "object", "additionalProperties": STR}, "grafanaDashboard": BOOL}),

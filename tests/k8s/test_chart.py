@@ -268,3 +268,22 @@ def test_grafana_dashboard_shows_the_platforms_own_metrics():
     assert {"recsys_train_loss", "recsys_serve_requests", "recsys_serve_latency_ms", "recsys_serve_stage_ms"} <= defined
     for name in defined:
         assert f"ray_{name}" in queries, f"{name} is exported but not on the dashboard"
+
+
+def test_serve_auth_is_on_by_default_with_tokens_from_a_secret(helm):
+    """Every Ray pod that can host a Serve replica gets the three role tokens from the Secret the
+    values name; no token value is ever rendered; off only by an explicit value."""
+    objects = render(helm)
+    specs = [(where, spec) for obj in objects for where, spec in pod_specs(obj) if where != "submitter"]
+    assert specs
+    for where, spec in specs:
+        env = {e["name"]: e for c in spec["containers"] for e in c.get("env", [])}
+        for name, key in (("RECSYS_READ_TOKEN", "read-token"), ("RECSYS_WRITE_TOKEN", "write-token"), ("RECSYS_ADMIN_TOKEN", "admin-token")):
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "rs-recsys-platform-serve-tokens", "key": key} and "value" not in env[name], where
+    config = next(o for o in objects if o["kind"] == "ConfigMap")
+    assert yaml.safe_load(config["data"]["config.yaml"])["serve"]["auth"] == {"enabled": True}
+    named = render(helm, "--set", "security.serveAuth.secretName=shop-tokens")
+    assert "shop-tokens" in yaml.safe_dump(named) and "rs-recsys-platform-serve-tokens" not in yaml.safe_dump(named)
+    off = render(helm, "--set", "config.serve.auth.enabled=false")
+    assert "RECSYS_WRITE_TOKEN" not in yaml.safe_dump(off)

@@ -85,6 +85,16 @@ seccompProfile:
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"
 {{- end }}
+{{- /* Serve's bearer tokens (config.serve.auth, serving/auth.py): from a Secret, never from values. */}}
+{{- if (default (dict) (default (dict) .Values.config.serve).auth).enabled }}
+{{- range $env, $key := .Values.security.serveAuth.secretKeys }}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-serve-tokens" (include "recsys.fullname" $)) $.Values.security.serveAuth.secretName }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
 {{- if eq .Values.storage.mode "objectStore" }}
 {{- range $env, $key := .Values.storage.objectStore.secretKeys }}
 - name: {{ $env }}
