@@ -11,7 +11,9 @@ from recsys.online.events import EVENT_TYPES
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: a wrong JSON type (`"k": true`, `"explain": "yes"`, `"k": "5"`) answers 422 naming the field,
+    # instead of being coerced; an integer is still a valid float (price).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class CatalogFilters(_Body):

@@ -111,3 +111,30 @@ def test_request_filters_reach_the_engine_by_name():
 
 def test_allowed_mask_dtype_is_bool():
     assert catalog(ITEMS).allowed(Filters(categories=["skin"]), set()).dtype == np.bool_
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"user_id": "u", "k": True}, "k"),          # a bool is not a count
+    ({"user_id": "u", "k": "5"}, "k"),           # nor is a string of digits
+    ({"user_id": "u", "k": 2.0}, "k"),
+    ({"user_id": "u", "explain": "yes"}, "explain"),
+    ({"user_id": "u", "explain": 1}, "explain"),
+    ({"user_id": 7}, "user_id"),
+    ({"user_id": "u", "item_ids": "sku-1"}, "item_ids"),
+    ({"user_id": "u", "filters": {"exclude_purchased": "true"}}, "filters.exclude_purchased"),
+])
+def test_request_bodies_take_their_json_types_strictly(body, field):
+    from pydantic import ValidationError
+
+    from serving.schemas import RecommendRequest
+
+    with pytest.raises(ValidationError) as err:
+        RecommendRequest.model_validate(body)
+    assert [".".join(map(str, e["loc"])) for e in err.value.errors()] == [field]
+
+
+def test_an_integer_is_still_a_price():
+    from serving.schemas import NewItemRequest, SearchRequest
+
+    assert NewItemRequest.model_validate({"item_id": "a", "title": "Mug", "price": 3}).price == 3.0
+    assert SearchRequest.model_validate({"query": "mug", "filters": {"price_max": 20}}).filters.price_max == 20.0
