@@ -136,8 +136,11 @@ class GuardMiddleware:
 api = FastAPI(
     title="recsys-platform serving",
     description="Recommendations, ranking and real-time events from a transformer trained on behaviour sequences.",
-    responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
-               403: {"model": ErrorResponse}},
+    # What any route may answer besides its own 200/201: a body that is not JSON (400), auth (401/403), routing or an unknown id
+    # (404), a conflict (409), a late request (408), an oversized body (413), bad input (422) and
+    # overload or a missing artifact (503), all in the one error shape. The OpenAPI fuzz
+    # (tests/integration/test_openapi_fuzz.py) holds every response to this list and these schemas.
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 409, 413, 422, 503)},
 )
 api.add_middleware(GuardMiddleware)
 

@@ -132,7 +132,7 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    user_id: str | None
+    user_id: str | None = None  # left out of the answer when the request named no user
     cold_start: bool = Field(description="true when nothing is known about the user: popular items (within the filters) are returned")
     version: str = Field(description="the serving version: model version + index build")
     model_version: str
@@ -170,7 +170,7 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     query: str
     mode: Literal["lexical", "dense", "hybrid", "hybrid_personal"]
-    user_id: str | None
+    user_id: str | None = None  # left out of the answer when the request named no user
     version: str
     items: list[SearchHit]
 
