@@ -287,3 +287,14 @@ def test_serve_auth_is_on_by_default_with_tokens_from_a_secret(helm):
     assert "shop-tokens" in yaml.safe_dump(named) and "rs-recsys-platform-serve-tokens" not in yaml.safe_dump(named)
     off = render(helm, "--set", "config.serve.auth.enabled=false")
     assert "RECSYS_WRITE_TOKEN" not in yaml.safe_dump(off)
+
+
+def test_serving_defaults_survive_losing_a_replica(helm):
+    """The production default: at least two Serve replicas, autoscaling above, on at least two pods."""
+    (service,) = [o for o in render(helm, "--set", "rayService.enabled=true") if o["kind"] == "RayService"]
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (deployment,) = [d for app in config["applications"] for d in app.get("deployments", []) if "autoscaling_config" in d]
+    auto = deployment["autoscaling_config"]
+    assert auto["min_replicas"] >= 2 and auto["max_replicas"] > auto["min_replicas"]
+    (workers,) = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert workers["minReplicas"] >= 2 and workers["replicas"] >= 2
