@@ -85,12 +85,15 @@ class GuardMiddleware:
         def too_large() -> dict:
             return error_body("payload_too_large", "body", f"request bodies are limited to {limit} bytes (serve.max_body_bytes)")
 
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        # Authentication first: an unauthenticated request is answered before any body is read.
+        refused = guard.auth.check(scope.get("method", "GET"), route, headers.get(b"authorization")) if guard.auth is not None else None
+        declared = headers.get(b"content-length")
         try:
             oversized = declared is not None and int(declared) > limit
         except ValueError:
             oversized = False
-        if not oversized and declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+        if refused is None and not oversized and declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
             # Chunked (no Content-Length): read up to the limit here, then replay it to the app.
             chunks, seen, more = [], 0, True
             while more and seen <= limit:
@@ -107,9 +110,6 @@ class GuardMiddleware:
                 return replay.pop() if replay else await receive()
 
             receive = buffered_receive
-        refused = None
-        if guard.auth is not None:
-            refused = guard.auth.check(scope.get("method", "GET"), route, dict(scope.get("headers") or []).get(b"authorization"))
         if refused is not None:
             code, message = refused
             payload = json.dumps(error_body("unauthorized" if code == 401 else "forbidden", "authorization", message)).encode()

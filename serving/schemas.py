@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from recsys.online.catalog import Filters
 from recsys.online.events import EVENT_TYPES
+
+
+def _whole_number(value):
+    """1.7e12 from a float64 serialiser is a whole number of ms; 1.5, "5" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+EpochMs = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Body(BaseModel):
@@ -42,8 +50,9 @@ class FiltersBody(CatalogFilters):
 class _UserBody(_Body):
     user_id: str | None = Field(None, min_length=1, max_length=256, description="a known user; unknown users get cold-start items")
     item_ids: list[str] | None = Field(None, description="recent item ids, oldest first; appended to the user's known history")
-    timestamp: int | None = Field(
-        None, ge=0, le=2**53, description="request time in ms since the epoch (hour and weekday of the ranking context); default: now"
+    timestamp: EpochMs | None = Field(
+        None, ge=0, le=2**53,
+        description="request time in ms since the epoch (hour and weekday of the ranking context); default: now",
     )
     explain: bool = Field(False, description="say which history items and attributes drove each score")
 
@@ -101,7 +110,7 @@ class EventRequest(_Body):
     user_id: str = Field(min_length=1, max_length=256)
     item_id: str = Field(min_length=1, max_length=256)
     event: Literal[EVENT_TYPES] = Field(description="view, click, add_to_cart or purchase")
-    timestamp: int | None = Field(None, ge=0, le=2**53, description="ms since the epoch; default: now")
+    timestamp: EpochMs | None = Field(None, ge=0, le=2**53, description="ms since the epoch; default: now")
 
 
 class HistoryEffect(BaseModel):

@@ -98,7 +98,7 @@ def chart_schema() -> dict:
                 "security": obj({
                     "rayTokenAuth": BOOL, "networkPolicy": BOOL, "operatorNamespace": STR, "servePeers": MAP,
                     "serviceAccount": obj({"create": BOOL, "name": STR}),
-                    "serveAuth": obj({"secretName": STR, "secretKeys": {"type": "object", "additionalProperties": STR}}),
+                    "serveAuth": obj({"secretName": STR, "keys": obj({"read": STR, "write": STR, "admin": STR}, ["read", "write", "admin"])}),
                 }),
                 "monitoring": obj({"podMonitor": BOOL, "interval": {"type": "string", "pattern": r"^[0-9]+[smh]$"},
                                    "labels": {"type": "object", "additionalProperties": STR}, "grafanaDashboard": BOOL}),

@@ -271,22 +271,34 @@ def test_grafana_dashboard_shows_the_platforms_own_metrics():
 
 
 def test_serve_auth_is_on_by_default_with_tokens_from_a_secret(helm):
-    """Every Ray pod that can host a Serve replica gets the three role tokens from the Secret the
-    values name; no token value is ever rendered; off only by an explicit value."""
-    objects = render(helm)
-    specs = [(where, spec) for obj in objects for where, spec in pod_specs(obj) if where != "submitter"]
-    assert specs
-    for where, spec in specs:
+    """The serving cluster's pods get the three role tokens from the Secret the values name, under
+    the env names the config gives; training and job pods get none; no token value is rendered; off
+    only by an explicit value."""
+    objects = render(helm, "--set", "rayService.enabled=true", "--set", "jobs.enabled=true")
+
+    def token_env(obj):
+        return {e["name"]: e for _, spec in pod_specs(obj) for c in spec["containers"] for e in c.get("env", [])
+                if e["name"].endswith("_TOKEN") or e["name"].startswith("SHOP_")}
+
+    (service,) = [o for o in objects if o["kind"] == "RayService"]
+    assert len(pod_specs(service)) == 2  # head and the serve workers
+    for where, spec in pod_specs(service):
         env = {e["name"]: e for c in spec["containers"] for e in c.get("env", [])}
         for name, key in (("RECSYS_READ_TOKEN", "read-token"), ("RECSYS_WRITE_TOKEN", "write-token"), ("RECSYS_ADMIN_TOKEN", "admin-token")):
-            ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": "rs-recsys-platform-serve-tokens", "key": key} and "value" not in env[name], where
+            assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "rs-recsys-platform-serve-tokens", "key": key}, where
+            assert "value" not in env[name]
+    others = [o for o in objects if o["kind"] in ("RayCluster", "RayJob")]
+    assert others and not any(token_env(o) for o in others)  # training and jobs never hold a token
     config = next(o for o in objects if o["kind"] == "ConfigMap")
-    assert yaml.safe_load(config["data"]["config.yaml"])["serve"]["auth"] == {"enabled": True}
-    named = render(helm, "--set", "security.serveAuth.secretName=shop-tokens")
-    assert "shop-tokens" in yaml.safe_dump(named) and "rs-recsys-platform-serve-tokens" not in yaml.safe_dump(named)
-    off = render(helm, "--set", "config.serve.auth.enabled=false")
-    assert "RECSYS_WRITE_TOKEN" not in yaml.safe_dump(off)
+    assert yaml.safe_load(config["data"]["config.yaml"])["serve"]["auth"]["enabled"] is True
+    # One source for the env names: the config's token_env; the Secret's keys: security.serveAuth.keys.
+    renamed = render(helm, "--set", "rayService.enabled=true", "--set", "config.serve.auth.token_env.read=SHOP_READ",
+                     "--set", "security.serveAuth.keys.read=shop-read", "--set", "security.serveAuth.secretName=shop-tokens")
+    (service,) = [o for o in renamed if o["kind"] == "RayService"]
+    env = token_env(service)
+    assert env["SHOP_READ"]["valueFrom"]["secretKeyRef"] == {"name": "shop-tokens", "key": "shop-read"} and "RECSYS_READ_TOKEN" not in env
+    off = render(helm, "--set", "rayService.enabled=true", "--set", "config.serve.auth.enabled=false")
+    assert "RECSYS_WRITE_TOKEN" not in yaml.safe_dump([o for o in off if o["kind"] != "ConfigMap"])
 
 
 def test_serving_defaults_survive_losing_a_replica(helm):

@@ -47,9 +47,21 @@ def test_each_route_needs_its_role(client, method, path, role):
         assert call(client, method, path, token).status_code == 200, token
 
 
+@pytest.mark.parametrize("path", ["/events%0A", "/events%09", "/events/", "/items%20", "/unknown"])
+def test_odd_spellings_of_a_write_route_still_need_write(client, path):
+    """Fail-closed: the router matches /events followed by a newline; the role check must not read it as a read route."""
+    assert call(client, "post", path, "r" * 24).status_code == 403
+
+
+def test_tokens_never_appear_in_a_repr():
+    auth = Authenticator.from_env(ENV, TOKENS)
+    assert "r" * 24 not in repr(auth) and "w" * 24 not in repr(http.Guard(auth=auth))
+
+
 def test_probes_and_docs_stay_open(client):
     assert call(client, "get", "/healthz").status_code == 200 and call(client, "get", "/readyz").status_code == 200
     assert required_role("GET", "/openapi.json") is None and required_role("GET", "/unknown") == "read"
+    assert required_role("POST", "/events\n") == required_role("DELETE", "/recommend") == "write"
 
 
 def test_auth_without_tokens_is_refused_at_start():

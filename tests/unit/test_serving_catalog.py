@@ -119,8 +119,9 @@ def test_allowed_mask_dtype_is_bool():
     ({"user_id": "u", "k": 2.0}, "k"),
     ({"user_id": "u", "explain": "yes"}, "explain"),
     ({"user_id": "u", "explain": 1}, "explain"),
-    ({"user_id": 7}, "user_id"),
-    ({"user_id": "u", "item_ids": "sku-1"}, "item_ids"),
+    ({"user_id": "u", "explain": 0}, "explain"),        # lax mode would take 0 as false
+    ({"user_id": "u", "filters": {"price_min": "3"}}, "filters.price_min"),  # and "3" as 3.0
+    ({"user_id": "u", "timestamp": "1700000000000"}, "timestamp"),
     ({"user_id": "u", "filters": {"exclude_purchased": "true"}}, "filters.exclude_purchased"),
 ])
 def test_request_bodies_take_their_json_types_strictly(body, field):
@@ -133,8 +134,15 @@ def test_request_bodies_take_their_json_types_strictly(body, field):
     assert [".".join(map(str, e["loc"])) for e in err.value.errors()] == [field]
 
 
-def test_an_integer_is_still_a_price():
-    from serving.schemas import NewItemRequest, SearchRequest
+def test_an_integer_is_still_a_price_and_a_whole_float_a_timestamp():
+    from pydantic import ValidationError
+
+    from serving.schemas import EventRequest, NewItemRequest, SearchRequest
+
+    event = {"user_id": "u", "item_id": "i", "event": "click"}
+    assert EventRequest.model_validate({**event, "timestamp": 1.7e12}).timestamp == 1_700_000_000_000  # a float64 serialiser
+    with pytest.raises(ValidationError):
+        EventRequest.model_validate({**event, "timestamp": 1.5})
 
     assert NewItemRequest.model_validate({"item_id": "a", "title": "Mug", "price": 3}).price == 3.0
     assert SearchRequest.model_validate({"query": "mug", "filters": {"price_max": 20}}).filters.price_max == 20.0

@@ -85,16 +85,6 @@ seccompProfile:
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"
 {{- end }}
-{{- /* Serve's bearer tokens (config.serve.auth, serving/auth.py): from a Secret, never from values. */}}
-{{- if (default (dict) (default (dict) .Values.config.serve).auth).enabled }}
-{{- range $env, $key := .Values.security.serveAuth.secretKeys }}
-- name: {{ $env }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ default (printf "%s-serve-tokens" (include "recsys.fullname" $)) $.Values.security.serveAuth.secretName }}
-      key: {{ $key }}
-{{- end }}
-{{- end }}
 {{- if eq .Values.storage.mode "objectStore" }}
 {{- range $env, $key := .Values.storage.objectStore.secretKeys }}
 - name: {{ $env }}
@@ -102,6 +92,24 @@ seccompProfile:
     secretKeyRef:
       name: {{ required "storage.objectStore.secretName is required with storage.mode=objectStore" $.Values.storage.objectStore.secretName }}
       key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Serve's bearer tokens (config.serve.auth, serving/auth.py), only in the serving cluster's pods:
+env names from config.serve.auth.token_env, Secret keys from security.serveAuth.keys, per role.
+*/}}
+{{- define "recsys.serveAuthEnv" -}}
+{{- $auth := default (dict) (default (dict) .Values.config.serve).auth }}
+{{- if $auth.enabled }}
+{{- $names := required "config.serve.auth.token_env (role → env var) is required with config.serve.auth.enabled" $auth.token_env }}
+{{- range $role := list "read" "write" "admin" }}
+- name: {{ required (printf "config.serve.auth.token_env.%s is required" $role) (index $names $role) }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-serve-tokens" (include "recsys.fullname" $)) $.Values.security.serveAuth.secretName }}
+      key: {{ required (printf "security.serveAuth.keys.%s is required" $role) (index $.Values.security.serveAuth.keys $role) }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -136,7 +144,7 @@ seccompProfile:
 
 {{/*
 A Ray pod template. Args (dict): root, component (head|worker), image, resources, tmpSize,
-nodeSelector, tolerations.
+nodeSelector, tolerations, serve (the serving cluster's pods: they get the Serve tokens).
 */}}
 {{- define "recsys.rayPodTemplate" -}}
 {{- $ := .root -}}
@@ -172,6 +180,9 @@ spec:
         {{- toYaml .resources | nindent 8 }}
       env:
         {{- include "recsys.env" $ | nindent 8 }}
+        {{- if .serve }}
+        {{- include "recsys.serveAuthEnv" $ | nindent 8 }}
+        {{- end }}
       ports:
         {{- if eq .component "head" }}
         - {containerPort: 6379, name: gcs-server}
@@ -188,6 +199,7 @@ spec:
 
 {{/* The RayCluster spec shared by the RayCluster, per-job clusters and the RayService. Args: root, workers (map). */}}
 {{- define "recsys.rayClusterSpec" -}}
+{{- $serve := .serve -}}
 {{- $ := .root -}}
 {{- $c := $.Values.rayCluster -}}
 rayVersion: {{ $c.rayVersion | quote }}
@@ -207,7 +219,7 @@ headGroupSpec:
     num-cpus: {{ $c.head.numCpus | quote }}
     metrics-export-port: "8080"
   template:
-    {{- include "recsys.rayPodTemplate" (dict "root" $ "component" "head" "image" (printf "%s:%s" $.Values.image.repository $.Values.image.tag) "resources" $c.head.resources "tmpSize" $c.head.tmpSize "nodeSelector" $c.head.nodeSelector "tolerations" $c.head.tolerations) | nindent 4 }}
+    {{- include "recsys.rayPodTemplate" (dict "root" $ "component" "head" "image" (printf "%s:%s" $.Values.image.repository $.Values.image.tag) "resources" $c.head.resources "tmpSize" $c.head.tmpSize "nodeSelector" $c.head.nodeSelector "tolerations" $c.head.tolerations "serve" $serve) | nindent 4 }}
 workerGroupSpecs:
 {{- range $name, $g := .workers }}
 {{- if $g.enabled }}
@@ -218,7 +230,7 @@ workerGroupSpecs:
     rayStartParams:
       metrics-export-port: "8080"
     template:
-      {{- include "recsys.rayPodTemplate" (dict "root" $ "component" "worker" "image" (printf "%s:%s" $.Values.image.repository (ternary $.Values.image.gpuTag $.Values.image.tag $g.gpu)) "resources" $g.resources "tmpSize" $g.tmpSize "nodeSelector" $g.nodeSelector "tolerations" $g.tolerations) | nindent 6 }}
+      {{- include "recsys.rayPodTemplate" (dict "root" $ "component" "worker" "image" (printf "%s:%s" $.Values.image.repository (ternary $.Values.image.gpuTag $.Values.image.tag $g.gpu)) "resources" $g.resources "tmpSize" $g.tmpSize "nodeSelector" $g.nodeSelector "tolerations" $g.tolerations "serve" $serve) | nindent 6 }}
 {{- end }}
 {{- end }}
 {{- end -}}
