@@ -146,7 +146,8 @@ def _run(cfg, args) -> int:
             print(f"  {role}: {value}")
         print(f"  try: curl -s -H 'Authorization: Bearer {tokens['read']}' -H 'Content-Type: application/json' "
               f"-d '{{\"user_id\": \"someone\", \"k\": 3}}' {base}/recommend")
-        http = _Authorized(tokens["write"])  # the demo writes events and items below: a write token
+        http = requests.Session()  # the demo writes events and items below: a write token
+        http.headers["Authorization"] = f"Bearer {tokens['write']}"
         user = str(dataset.read_split("test")["user_id"].iloc[0])
         body = {"user_id": user, "k": 5, "explain": True}
         answer = http.post(base + "/recommend", json=body, timeout=30)
@@ -185,20 +186,6 @@ def _demo_tokens(cfg) -> dict[str, str]:
         os.environ.setdefault(name, secrets.token_urlsafe(24))
         out[role] = os.environ[name].split(",")[0]
     return out
-
-
-class _Authorized:
-    """`requests`' get/post with a bearer token."""
-
-    def __init__(self, token: str):
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def post(self, *args, **kwargs):
-        return self.session.post(*args, **kwargs)
-
-    def get(self, *args, **kwargs):
-        return self.session.get(*args, **kwargs)
 
 
 def _forecast_demo(base: str, release, http) -> None:

@@ -76,10 +76,11 @@ class GuardMiddleware:
         if root and route.startswith(root):
             route = route[len(root):]  # the app's route prefix is not part of the endpoint
 
-        async def reply(code: int, body: dict) -> None:
+        async def reply(code: int, body: dict, extra_headers: tuple = ()) -> None:
             payload = json.dumps(body).encode()
             status["code"] = code
-            await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *extra_headers]
+            await send({"type": "http.response.start", "status": code, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
 
         def too_large() -> dict:
@@ -112,13 +113,8 @@ class GuardMiddleware:
             receive = buffered_receive
         if refused is not None:
             code, message = refused
-            payload = json.dumps(error_body("unauthorized" if code == 401 else "forbidden", "authorization", message)).encode()
-            status["code"] = code
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-            if code == 401:
-                headers.append((b"www-authenticate", b'Bearer realm="recsys"'))
-            await send({"type": "http.response.start", "status": code, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
+            challenge = ((b"www-authenticate", b'Bearer realm="recsys"'),) if code == 401 else ()
+            await reply(code, error_body("unauthorized" if code == 401 else "forbidden", "authorization", message), challenge)
         elif oversized:
             await reply(413, too_large())
         else:
