@@ -106,7 +106,8 @@ def build_index(cfg: RecsysConfig, export: ModelExport) -> IndexRelease:
     encoder = text.meta["encoder_path"] if text else None
     # The version names everything served together: model, index build, ranker, search encoder.
     digest = hashlib.sha256(
-        json.dumps({"kind": kind, "ranker": str(ranker), "encoder": encoder, "max_tokens": cfg.search.max_tokens, **params}, sort_keys=True).encode()
+        json.dumps({"kind": kind, "ranker": str(ranker), "encoder": encoder, "max_tokens": cfg.search.max_tokens,
+                    "query_runtime": cfg.search.query_runtime if text else None, **params}, sort_keys=True).encode()
     ).hexdigest()[:8]
     version = f"{model_path.name}.{kind}-{digest}"
     manifest = {

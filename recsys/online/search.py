@@ -31,12 +31,13 @@ def load_search(release: IndexRelease, cfg: SearchConfig, index_cfg: IndexConfig
     """The version's text index (item text vectors + BM25) and its query encoder."""
     from recsys.search.encoder import TextEncoder, row_text
     from recsys.search.engine import SearchIndex, SearchWeights
-    from recsys.search.text_index import load_text_index
+    from recsys.search.text_index import load_query_encoder, load_text_index
 
     meta = release.manifest["search"]
     index, vectors = load_text_index(release.path, meta, index_cfg)
     texts = [row_text(catalog.rows[i]) for i in range(1, n_items + 1)]
-    return SearchIndex(texts, vectors, TextEncoder(meta["encoder_path"]), SearchWeights.of(cfg), index, cfg.max_tokens, cfg.query_cache_size)
+    return SearchIndex(texts, vectors, TextEncoder(meta["encoder_path"]), SearchWeights.of(cfg), index, cfg.max_tokens,
+                       cfg.query_cache_size, load_query_encoder(release.path, meta))
 
 
 def run_search(search, retriever: Retriever, jobs: list[SearchJob]) -> dict:

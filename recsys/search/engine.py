@@ -114,12 +114,15 @@ class SearchIndex:
     ANN index over the first `indexed` rows."""
 
     def __init__(self, texts: list[str], vectors: np.ndarray, encoder: TextEncoder, weights: SearchWeights,
-                 dense_index: ItemIndex | None = None, max_tokens: int = 48, cache_size: int = 0):
+                 dense_index: ItemIndex | None = None, max_tokens: int = 48, cache_size: int = 0, query_encoder=None):
+        """`query_encoder`: what encodes queries when not `encoder` (an OnnxQueryEncoder); new items'
+        texts always go through `encoder`, as the index's vectors did."""
         from recsys.config import IndexConfig
 
         self.texts = list(texts)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.encoder, self.weights, self.max_tokens = encoder, weights, max_tokens
+        self.query_encoder = query_encoder
         self.dense_index = dense_index or ItemIndex.build(self.vectors, IndexConfig(kind="flat"))
         self.indexed = self.dense_index.num_items
         if self.indexed != len(self.texts):
@@ -152,7 +155,7 @@ class SearchIndex:
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         """(B, D) query vectors in one encoder pass for the ones not in the LRU cache."""
         missing = list(dict.fromkeys(q for q in queries if q not in self.cache))
-        fresh = dict(zip(missing, self.encoder.encode(missing, max_tokens=self.max_tokens).numpy(), strict=True)) if missing else {}
+        fresh = dict(zip(missing, self._encode_queries(missing), strict=True)) if missing else {}
         out = []
         for q in queries:
             v = fresh.get(q)
@@ -165,6 +168,11 @@ class SearchIndex:
                     self.cache.popitem(last=False)
             out.append(v)
         return np.stack(out) if out else np.zeros((0, self.vectors.shape[1]), np.float32)
+
+    def _encode_queries(self, queries: list[str]) -> np.ndarray:
+        if self.query_encoder is not None:
+            return self.query_encoder.encode(queries, max_tokens=self.max_tokens)
+        return self.encoder.encode(queries, max_tokens=self.max_tokens).numpy()
 
     # ---- one query -----------------------------------------------------------------------
     def lexical_scores(self, query: str, allowed: np.ndarray | None = None) -> np.ndarray:

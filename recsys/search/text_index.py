@@ -11,6 +11,7 @@ exact search, measured at build time on real queries (the logs' held-out searche
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from recsys.data.dataset import PreparedDataset
 from recsys.index.ann import ItemIndex, choose_kind, recall_against_exact
 from recsys.search.encoder import TextEncoder
 from recsys.search.examples import encoder_for, search_examples
+from recsys.search.query_encoder import build_query_encoder
 
 TEXT_FOLDER = "text"
 VECTORS_FILE = "vectors.npy"
@@ -40,11 +42,16 @@ class TextIndex:
     index: ItemIndex
     vectors: np.ndarray  # (N, D) unit vectors, row i-1 = item index i
     meta: dict  # the manifest's `search` section
+    query_encoder: Path | None = None  # the exported ONNX query encoder (recsys.search.query_encoder), if any
 
     def save(self, folder: Path) -> None:
+        import shutil
+
         (folder / TEXT_FOLDER).mkdir()
         self.index.save(folder / TEXT_FOLDER)
         np.save(folder / TEXT_FOLDER / VECTORS_FILE, self.vectors)
+        if self.query_encoder is not None:
+            shutil.copyfile(self.query_encoder, folder / TEXT_FOLDER / self.query_encoder.name)
 
 
 def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> TextIndex:
@@ -65,6 +72,9 @@ def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> TextIndex:
         queries, query_source = [texts[i] for i in rng.permutation(len(texts))[: cfg.index.recall_queries]], "item texts"
     q = encoder.encode(queries, max_tokens=cfg.search.max_tokens).numpy()
     recall = recall_against_exact(index, vectors, q, 100)
+    scratch = Path(tempfile.mkdtemp(prefix="query-encoder-"))
+    query_encoder = build_query_encoder(encoder, cfg.search.query_runtime, scratch, queries, cfg.search.max_tokens,
+                                        cfg.search.query_min_cosine)
     meta = {
         "encoder_path": str(Path(path).resolve()),
         "encoder": source,
@@ -74,10 +84,22 @@ def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> TextIndex:
         "recall_at_100": round(recall, 5),
         "recall_queries": f"{len(queries)} {query_source}",
         "encode_s": round(encode_s, 3),
+        "query_encoder": query_encoder,
     }
-    return TextIndex(index, vectors, meta)
+    return TextIndex(index, vectors, meta, scratch / query_encoder["file"] if "file" in query_encoder else None)
 
 
 def load_text_index(folder: Path, meta: dict, index_cfg) -> tuple[ItemIndex, np.ndarray]:
     text = Path(folder) / TEXT_FOLDER
     return ItemIndex.load(text, meta["kind"], index_cfg), np.load(text / VECTORS_FILE)
+
+
+def load_query_encoder(folder: Path, meta: dict):
+    """The version's ONNX query encoder, or None (torch: the item encoder also encodes queries;
+    versions built before the export have no entry)."""
+    from recsys.search.query_encoder import OnnxQueryEncoder
+
+    entry = meta.get("query_encoder") or {}
+    if "file" not in entry:
+        return None
+    return OnnxQueryEncoder(Path(folder) / TEXT_FOLDER / entry["file"], meta["encoder_path"])

@@ -1,0 +1,39 @@
+"""The serving benchmark's batched bare baseline gathers concurrent requests as @serve.batch does."""
+
+import asyncio
+
+import pytest
+
+from benchmarks.bare_server import MicroBatcher
+
+
+def test_concurrent_jobs_share_batches_of_at_most_the_size_and_errors_reach_every_waiter():
+    batches = []
+
+    def run(jobs):
+        if "bad" in jobs:
+            raise ValueError("broken batch")
+        batches.append(list(jobs))
+
+    async def scenario():
+        batcher = MicroBatcher(run, size=4, wait_s=0.01)
+        done = await asyncio.gather(*(batcher.submit(i) for i in range(6)))
+        assert done == list(range(6))
+        assert batches == [[0, 1, 2, 3], [4, 5]]  # full batch at once, the rest after the wait
+        alone = await batcher.submit(9)
+        assert alone == 9 and batches[-1] == [9]
+        results = await asyncio.gather(batcher.submit("bad"), batcher.submit(7), return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results)
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_job_waits_at_most_the_timeout():
+    async def scenario():
+        batcher = MicroBatcher(lambda jobs: None, size=16, wait_s=0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await batcher.submit("x")
+        return loop.time() - started
+
+    assert asyncio.run(scenario()) == pytest.approx(0.05, abs=0.04)
