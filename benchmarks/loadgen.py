@@ -6,7 +6,9 @@ Run as its own process so the load does not share an interpreter with the server
         --concurrency 16 --seconds 10
 
 Prints one JSON object: p50_ms, p99_ms, qps, errors (non-2xx answers or failed connections),
-requests and statuses (a count per status code).
+requests and statuses (a count per status code). `--retry` sends a request once more after a
+connection error or a 503, as a real client does (then also: retried, failed_after_retry, the
+longest gap between two 2xx answers, and 2xx answers per second).
 """
 
 from __future__ import annotations
@@ -21,24 +23,35 @@ from collections import Counter
 import aiohttp
 import numpy as np
 
+RETRYABLE = 503  # besides connection errors: overloaded or no replica ready
 
-async def _client(session, url, bodies, offset, stop_at, latencies, statuses) -> None:
+
+async def _send(session, url, body):
+    try:
+        async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
+            await answer.read()
+            return answer.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return type(exc).__name__
+
+
+async def _client(session, url, bodies, offset, stop_at, latencies, statuses, retry=False, retried=None, ok_times=None) -> None:
     i = offset
     while time.perf_counter() < stop_at:
         body = bodies[i % len(bodies)]
         i += 1
         started = time.perf_counter()
-        try:
-            async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
-                await answer.read()
-                status = answer.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            status = type(exc).__name__
+        status = await _send(session, url, body)
+        if retry and (not isinstance(status, int) or status == RETRYABLE):
+            retried[status] += 1
+            status = await _send(session, url, body)
         latencies.append(time.perf_counter() - started)
         statuses[status] += 1
+        if ok_times is not None and isinstance(status, int) and 200 <= status < 300:
+            ok_times.append(time.perf_counter())
 
 
-async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: float, warmup_s: float = 1.0) -> dict:
+async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: float, warmup_s: float = 1.0, retry: bool = False) -> dict:
     timeout = aiohttp.ClientTimeout(total=30)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -46,9 +59,12 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: flo
             await asyncio.gather(*(_client(session, url, bodies, c, time.perf_counter() + warmup_s, [], Counter()) for c in range(concurrency)))
         latencies: list[float] = []
         statuses: Counter = Counter()
+        retried: Counter = Counter()
+        ok_times: list[float] = []
         started = time.perf_counter()
         stop_at = started + seconds
-        await asyncio.gather(*(_client(session, url, bodies, c * 7919, stop_at, latencies, statuses) for c in range(concurrency)))
+        await asyncio.gather(*(_client(session, url, bodies, c * 7919, stop_at, latencies, statuses, retry, retried, ok_times)
+                               for c in range(concurrency)))
         elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     ok = sum(n for s, n in statuses.items() if isinstance(s, int) and 200 <= s < 300)
@@ -60,6 +76,19 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: flo
         "qps": round(ok / elapsed, 1),
         "errors": len(latencies) - ok,
         "statuses": {str(s): n for s, n in sorted(statuses.items(), key=str)},
+        **(_retry_report(retried, len(latencies) - ok, ok_times, started, elapsed) if retry else {}),
+    }
+
+
+def _retry_report(retried: Counter, failed: int, ok_times: list[float], started: float, elapsed: float) -> dict:
+    times = np.sort(np.asarray([started, *ok_times, started + elapsed]))
+    per_second = np.bincount(((times[1:-1] - started)).astype(int), minlength=int(np.ceil(elapsed)))
+    return {
+        "retried": sum(retried.values()),
+        "retried_on": {str(s): n for s, n in sorted(retried.items(), key=str)},
+        "failed_after_retry": failed,
+        "longest_gap_without_2xx_s": round(float(np.diff(times).max()), 3),
+        "ok_per_second": per_second.tolist(),
     }
 
 
@@ -85,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--retry", action="store_true", help="retry once after a connection error or a 503")
     args = parser.parse_args(argv)
     bodies = [json.dumps(b).encode() for b in json.loads(open(args.bodies).read())]
     if not bodies:
         parser.error("--bodies holds no requests")
-    print(json.dumps(asyncio.run(run_load(args.url, bodies, args.concurrency, args.seconds, args.warmup_s))))
+    print(json.dumps(asyncio.run(run_load(args.url, bodies, args.concurrency, args.seconds, args.warmup_s, args.retry))))
     return 0
 
 

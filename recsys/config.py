@@ -284,6 +284,9 @@ class ServeAutoscaling(_Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
     target_ongoing_requests: float = Field(8.0, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0, description="how long load must stay above target before a replica is added (None: Serve's 30 s)")
+    downscale_delay_s: float | None = Field(None, ge=0, description="how long load must stay below target before a replica is removed (None: Serve's 600 s)")
+    look_back_period_s: float | None = Field(None, gt=0, description="the window Serve averages ongoing requests over (None: Serve's 30 s)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ServeAutoscaling:

@@ -33,7 +33,7 @@ def deployment_options(serve: ServeConfig) -> dict:
         "logging_config": {"enable_access_log": serve.access_log},
     }
     if serve.autoscaling:
-        options["autoscaling_config"] = serve.autoscaling.model_dump()
+        options["autoscaling_config"] = serve.autoscaling.model_dump(exclude_none=True)  # unset delays: Serve's own defaults
     else:
         options["num_replicas"] = serve.num_replicas
     return options

@@ -233,3 +233,87 @@ def test_serving_metrics_reach_prometheus(served):
             text = ""
     assert all(w in text for w in wanted), [w for w in wanted if w not in text]
     assert 'route="/recommend"' in text and 'stage="ann"' in text
+
+
+def test_killing_one_of_two_replicas_under_load_fails_no_request_after_one_retry(served, tiny_run):
+    """A second app with two replicas; four clients that retry once on a connection error or 503
+    (benchmarks.loadgen, what a real client does); one replica's process is killed mid-load.
+    Every request is answered after at most one retry, and Serve brings a replacement up."""
+    import asyncio
+
+    import ray
+
+    from benchmarks.loadgen import run_load
+    from recsys.config import load_config
+    from serving.serve_config import DEPLOYMENT, application
+
+    overrides = ["serve.num_replicas=2"]
+    pair = application(load_config(served.config_path, overrides), str(served.config_path), "pair", "/pair", overrides=overrides)
+    _deploy(served, served.current.version, [pair])
+    served.wait_ready("/pair/readyz")
+    try:
+        replicas = {requests.get(served.base + "/pair/healthz", timeout=10).json()["replica"] for _ in range(40)}
+        assert len(replicas) == 2, replicas
+        users = tiny_run.dataset.read_split("test")["user_id"].head(40).astype(str).tolist()
+        bodies = [json.dumps({"user_id": u, "k": 10}).encode() for u in users]
+        result: dict = {}
+        load = threading.Thread(target=lambda: result.update(asyncio.run(run_load(served.base + "/pair/recommend", bodies, 4, 12.0, 0.0, retry=True))))
+        load.start()
+        time.sleep(3.0)
+        victim = sorted(replicas)[0]
+        ray.kill(ray.get_actor(f"SERVE_REPLICA::pair#{DEPLOYMENT}#{victim}", namespace="serve"), no_restart=True)
+        load.join(timeout=120)
+        print(f"replica kill: {result['requests']} requests, {result['retried']} retried {result['retried_on']}, "
+              f"{result['failed_after_retry']} failed after retry, longest gap without 2xx {result['longest_gap_without_2xx_s']} s")
+        assert result["requests"] > 50 and result["failed_after_retry"] == 0, result
+        deadline, seen = time.monotonic() + 120, set()
+        while time.monotonic() < deadline and not (seen - replicas):
+            seen.add(requests.get(served.base + "/pair/healthz", timeout=10).json()["replica"])
+            time.sleep(0.1)
+        assert seen - replicas, "Serve did not replace the killed replica"
+    finally:
+        _deploy(served, served.current.version)  # the config without it removes the pair app
+
+
+def _running_replicas(app: str) -> int:
+    from ray import serve
+
+    from serving.serve_config import DEPLOYMENT
+
+    status = serve.status().applications.get(app)
+    if status is None or DEPLOYMENT not in status.deployments:
+        return 0
+    return status.deployments[DEPLOYMENT].replica_states.get("RUNNING", 0)
+
+
+def _wait_replicas(app: str, n: int, timeout_s: float) -> float:
+    """Seconds until Serve's status API reports `n` running replicas of `app`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if _running_replicas(app) == n:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise TimeoutError(f"{app} did not reach {n} running replicas in {timeout_s:.0f}s (now {_running_replicas(app)})")
+
+
+def test_autoscaling_grows_under_load_and_shrinks_when_it_stops(served, tiny_run):
+    """Autoscaling watched through Serve's status API: 1 replica idle, 2 under 6 clients
+    (target one ongoing request per replica), back to 1 after the load stops; times printed."""
+    from recsys.config import load_config
+    from serving.serve_config import application
+
+    overrides = ["serve.autoscaling={min_replicas: 1, max_replicas: 2, target_ongoing_requests: 1, upscale_delay_s: 1, "
+                 "downscale_delay_s: 3, look_back_period_s: 2}"]
+    scaled = application(load_config(served.config_path, overrides), str(served.config_path), "scaled", "/scaled", overrides=overrides)
+    _deploy(served, served.current.version, [scaled])
+    served.wait_ready("/scaled/readyz")
+    try:
+        _wait_replicas("scaled", 1, 60)
+        users = tiny_run.dataset.read_split("test")["user_id"].head(40).astype(str).tolist()
+        with _Load(served.base + "/scaled/recommend", [{"user_id": u, "k": 10} for u in users], clients=6) as load:
+            grew_s = _wait_replicas("scaled", 2, 90)
+        shrank_s = _wait_replicas("scaled", 1, 120)
+        print(f"autoscaling: 1 → 2 replicas {grew_s:.1f} s into the load, 2 → 1 {shrank_s:.1f} s after it stopped; {dict(load.statuses)}")
+        assert not load.failures, load.failures[:5]
+    finally:
+        _deploy(served, served.current.version)

@@ -37,3 +37,19 @@ def test_a_lone_job_waits_at_most_the_timeout():
         return loop.time() - started
 
     assert asyncio.run(scenario()) == pytest.approx(0.05, abs=0.04)
+
+
+def test_profile_samples_go_to_the_innermost_named_part(tmp_path):
+    from benchmarks.serving import stack_shares
+
+    raw = tmp_path / "p.raw.txt"
+    raw.write_text(
+        "run (ray/serve/_private/replica.py:10);recommend (/r/serving/recommender.py:240);"
+        "run_recommend (/r/recsys/online/engine.py:200);user_vectors (/r/recsys/online/retrieve.py:60);forward (torch/nn/x.py:1) 6\n"
+        "run (ray/serve/_private/replica.py:10);__call__ (starlette/routing.py:5) 3\n"
+        "rank (/r/recsys/search/engine.py:240);lexical_scores (/r/recsys/search/engine.py:170) 1\n"
+        "not a sample line\n"
+    )
+    got = stack_shares(raw)
+    assert got["samples"] == 10
+    assert got["shares"] == {"user_encode": 0.6, "serve_and_asgi": 0.3, "lexical_bm25": 0.1}
