@@ -66,14 +66,19 @@ def request_bodies(release, n: int = 2000) -> list[dict]:
 
 
 def search_bodies(release, users: list[dict], n: int = 2000) -> list[dict]:
-    """Shopper-style queries (recsys.search.pseudo_queries: words of a random item's title, some
-    misspelt) from the same users as /recommend's bodies: personalised search, as the app defaults to."""
+    """Shopper-style queries (recsys.search.pseudo_queries: 1–3 words of a random item's text, some
+    misspelt) from the same users as /recommend's bodies: personalised search, as the app defaults to.
+    The item text is what search indexes (recsys.search.encoder.row_text): on the demo's Amazon
+    Beauty file, which has no titles, that is the attribute values."""
     import pyarrow.parquet as pq
 
+    from recsys.search.encoder import row_text
     from recsys.search.pseudo_queries import shopper_queries
 
-    rows = pq.read_table(Path(release.manifest["dataset_path"]) / "items.parquet", columns=["item_id", "title", "category", "brand"]).to_pylist()
-    queries = list(shopper_queries(rows, n, seed=0)[0].values())
+    rows = pq.read_table(Path(release.manifest["dataset_path"]) / "items.parquet").to_pylist()
+    queries = list(shopper_queries([{"item_id": r["item_id"], "title": row_text(r)} for r in rows], n, seed=0)[0].values())
+    if not queries:
+        raise SystemExit("the catalog has no item text to make search queries from")
     return [{"query": q, "user_id": u["user_id"], "k": 10} for q, u in zip(queries, users, strict=False)]
 
 
@@ -103,48 +108,59 @@ def profile_replica(url: str, bodies_file: Path, seconds: float, out_file: Path)
     load = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--bodies", str(bodies_file), "--concurrency", "1",
                            "--seconds", str(seconds)], cwd=REPO, capture_output=True, text=True, check=True)
     recorder.wait(timeout=60)
-    return {"load": json.loads(load.stdout), **stack_shares(out_file)}
+    report = json.loads(load.stdout)
+    return {"load": report, **stack_shares(out_file, 200.0, report["requests"])}
 
 
-PARTS = {  # a sample's part: the innermost frame that is one of these (function, file)
-    "query_encode": [("encode_queries", "search/engine.py")],
-    "lexical_bm25": [("lexical_scores", "search/engine.py"), ("matched_terms", "search/lexical.py")],
-    "search_rank": [("rank", "search/engine.py"), ("dense_top", "search/engine.py")],
-    "user_encode": [("user_vectors", "online/retrieve.py")],
-    "ann_search": [("retrieve", "online/retrieve.py")],
-    "ctr_rank": [("logits", "online/rank.py")],
-    "event_store": [("recent", "serving/recommender.py")],
-    "prepare_and_filters": [("prepare_recommend", "online/engine.py"), ("prepare_search", "online/engine.py"), ("user_state", "online/engine.py")],
-    "response_build": [("of", "serving/schemas.py"), ("serialize_response", "fastapi/routing.py"), ("item", "online/catalog.py")],
-    "request_parse": [("request_body_to_args", "fastapi/"), ("_get_body", "fastapi/"), ("body", "starlette/requests.py")],
-    "serve_and_asgi": [("", "ray/serve/"), ("", "starlette/"), ("", "uvicorn/"), ("", "fastapi/")],
+PARTS = {  # a sample's part: the innermost frame that is one of these functions (py-spy's qualified names)
+    "query_encode": ["SearchIndex.encode_queries"],
+    "text_ann_search": ["SearchIndex.dense_top"],
+    "lexical_bm25": ["SearchIndex.lexical_scores", "BM25Index.matched_terms"],
+    "search_fusion": ["SearchIndex.rank"],
+    "user_encode": ["Retriever.user_vectors"],
+    "ann_search": ["Retriever.retrieve"],
+    "ctr_rank": ["CTRRanker.logits"],
+    "event_store": ["_RemoteEvents.recent", "_LocalEvents.recent"],
+    "prepare_and_filters": ["OnlineEngine.prepare_recommend", "OnlineEngine.prepare_search", "OnlineEngine.user_state"],
+    "response_build": ["RecommendResponse.of", "serialize_response", "OnlineEngine.lexical_terms"],
+    "request_parse": ["request_body_to_args", "Request.body", "Request.json"],
+    "metrics": ["Metric._record", "ServingMetrics.request", "ServingMetrics.stages"],
 }
+REQUEST_PATH = ("GuardMiddleware.__call__", "serving/http.py")  # the app's outermost frame: every request passes it
 
 
 def _part(frame: str) -> str | None:
-    func, _, where = frame.partition(" (")
-    for name, keys in PARTS.items():
-        if any((not f or func == f) and path in where for f, path in keys):
-            return name
-    return None
+    func = frame.partition(" (")[0]
+    return next((name for name, funcs in PARTS.items() if func in funcs), None)
 
 
-def stack_shares(raw_file: Path) -> dict:
-    """{part: share of busy samples} from py-spy's collapsed stacks ("frame;frame;… count" lines,
-    outermost first; idle threads are not sampled): each sample goes to the innermost frame that
-    names a part, the serve/ASGI frames only when nothing inside them does."""
-    counts: dict[str, int] = {}
-    total = 0
+def stack_shares(raw_file: Path, rate_hz: float = 200.0, requests_done: int = 0) -> dict:
+    """Where a replica's samples went, from py-spy's collapsed stacks ("frame;frame;… count",
+    outermost first). Samples under the app's middleware are the requests' own path, split by
+    the innermost frame that names a part (`PARTS`; "app_other": FastAPI, pydantic, the rest);
+    everything else is the replica's other threads and its event loop outside the app (py-spy
+    counts some waiting threads as busy, so that share is an upper bound)."""
+    path: dict[str, int] = {}
+    total = outside = 0
     for line in raw_file.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         if not n.isdigit():
             continue
-        total += int(n)
-        parts = [p for p in (_part(f) for f in stack.split(";")) if p]
-        specific = [p for p in parts if p != "serve_and_asgi"]
-        part = specific[-1] if specific else (parts[-1] if parts else "other")
-        counts[part] = counts.get(part, 0) + int(n)
-    return {"samples": total, "shares": {k: round(v / total, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}}
+        count, frames = int(n), stack.split(";")
+        total += count
+        if not any(f.startswith(REQUEST_PATH[0] + " (") and REQUEST_PATH[1] in f for f in frames):
+            outside += count
+            continue
+        parts = [p for p in (_part(f) for f in frames) if p]
+        part = parts[-1] if parts else "app_other"
+        path[part] = path.get(part, 0) + count
+    inside = total - outside
+    out = {"samples": total, "request_path_share": round(inside / total, 3) if total else 0.0,
+           "request_path": {k: round(v / inside, 3) for k, v in sorted(path.items(), key=lambda kv: -kv[1])} if inside else {}}
+    if requests_done:
+        out["request_path_ms_per_request"] = round(inside / rate_hz / requests_done * 1000, 2)
+        out["ms_per_request"] = {k: round(v / rate_hz / requests_done * 1000, 2) for k, v in sorted(path.items(), key=lambda kv: -kv[1])}
+    return out
 
 
 def serve_child(config: str, ingress: str, bodies_file: Path, seconds: float, out_file: Path, search_file: Path | None = None) -> None:
@@ -213,20 +229,28 @@ def replica_kill_child(config: str, bodies_file: Path, seconds: float, out_file:
         time.sleep(kill_after_s)
         victim = sorted(replicas)[0]
         ray.kill(ray.get_actor(f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT}#{victim}", namespace="serve"), no_restart=True)
-        killed_at = kill_after_s
         report = json.loads(load.communicate(timeout=seconds + 120)[0])
-        per_second = report["ok_per_second"]
-        before = per_second[1 : int(killed_at)]
-        baseline = sum(before) / max(len(before), 1)
-        recovered = next((t for t in range(int(killed_at), len(per_second)) if per_second[t] >= 0.9 * baseline
-                          and all(x >= 0.9 * baseline for x in per_second[t : t + 2])), None)
-        report.update({"replicas": len(replicas), "killed": victim, "killed_at_s": killed_at,
-                       "qps_before_kill": round(baseline, 1),
-                       "recovery_to_90pct_s": None if recovered is None else recovered - int(killed_at)})
+        report.update({"replicas": len(replicas), "killed": victim, "killed_at_s": kill_after_s,
+                       **recovery(report["ok_per_second"], int(kill_after_s))})
         out_file.write_text(json.dumps(report))
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def recovery(per_second: list[int], killed_at: int, level: float = 0.9) -> dict:
+    """From 2xx answers per second: the rate before the kill (its first second, a warm-up, left
+    out), the first second after the kill below `level` of it (the dip), and the seconds from the
+    dip until two seconds in a row are back at `level` (None: not within the load's window)."""
+    before = per_second[1:killed_at]
+    baseline = sum(before) / max(len(before), 1)
+    last = len(per_second) - 1  # the final second is partial
+    dip = next((t for t in range(killed_at, last) if per_second[t] < level * baseline), None)
+    back = None if dip is None else next(
+        (t for t in range(dip + 1, last - 1) if min(per_second[t], per_second[t + 1]) >= level * baseline), None)
+    return {"qps_before_kill": round(baseline, 1), "dip_at_s": dip,
+            "qps_after_dip": round(sum(per_second[dip:last]) / max(last - dip, 1), 1) if dip is not None else None,
+            "recovery_to_90pct_s": None if back is None else back - dip}
 
 
 def run_replica_kill(config: str, bodies_file: Path, seconds: float) -> dict:
