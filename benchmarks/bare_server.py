@@ -44,11 +44,14 @@ class MicroBatcher:
             return
         try:
             self.run([job for job, _ in batch])
-            for job, done in batch:
-                done.set_result(job)
         except Exception as exc:  # noqa: BLE001 - every waiter gets the batch's error
             for _, done in batch:
-                done.set_exception(exc)
+                if not done.done():  # a client that went away cancelled its future
+                    done.set_exception(exc)
+        else:
+            for job, done in batch:
+                if not done.done():
+                    done.set_result(job)
         if self.pending:
             self.timer = asyncio.get_running_loop().call_later(self.wait_s, self._flush)
 

@@ -7,7 +7,7 @@ Run as its own process so the load does not share an interpreter with the server
 
 Prints one JSON object: p50_ms, p99_ms, qps, errors (non-2xx answers or failed connections),
 requests and statuses (a count per status code). `--retry` sends a request once more after a
-connection error or a 503, as a real client does (then also: retried, failed_after_retry, the
+connection error or a 502/503/504 (the usual retry set of HTTP clients), as a real client does (then also: retried, failed_after_retry, the
 longest gap between two 2xx answers, and 2xx answers per second).
 """
 
@@ -23,7 +23,7 @@ from collections import Counter
 import aiohttp
 import numpy as np
 
-RETRYABLE = 503  # besides connection errors: overloaded or no replica ready
+RETRYABLE = (502, 503, 504)  # besides connection errors: the gateway lost its backend, overload, no replica ready
 
 
 async def _send(session, url, body):
@@ -42,7 +42,7 @@ async def _client(session, url, bodies, offset, stop_at, latencies, statuses, re
         i += 1
         started = time.perf_counter()
         status = await _send(session, url, body)
-        if retry and (not isinstance(status, int) or status == RETRYABLE):
+        if retry and (not isinstance(status, int) or status in RETRYABLE):
             retried[status] += 1
             status = await _send(session, url, body)
         latencies.append(time.perf_counter() - started)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
-    parser.add_argument("--retry", action="store_true", help="retry once after a connection error or a 503")
+    parser.add_argument("--retry", action="store_true", help="retry once after a connection error or a 502, 503 or 504")
     args = parser.parse_args(argv)
     bodies = [json.dumps(b).encode() for b in json.loads(open(args.bodies).read())]
     if not bodies:

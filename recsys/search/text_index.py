@@ -52,6 +52,8 @@ class TextIndex:
         np.save(folder / TEXT_FOLDER / VECTORS_FILE, self.vectors)
         if self.query_encoder is not None:
             shutil.copyfile(self.query_encoder, folder / TEXT_FOLDER / self.query_encoder.name)
+            shutil.rmtree(self.query_encoder.parent, ignore_errors=True)  # the build's scratch folder
+            self.query_encoder = folder / TEXT_FOLDER / self.query_encoder.name
 
 
 def build_text_index(cfg: RecsysConfig, dataset: PreparedDataset) -> TextIndex:

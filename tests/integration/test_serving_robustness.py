@@ -236,7 +236,7 @@ def test_serving_metrics_reach_prometheus(served):
 
 
 def test_killing_one_of_two_replicas_under_load_fails_no_request_after_one_retry(served, tiny_run):
-    """A second app with two replicas; four clients that retry once on a connection error or 503
+    """A second app with two replicas; four clients that retry once on a connection error or 502/503/504
     (benchmarks.loadgen, what a real client does); one replica's process is killed mid-load.
     Every request is answered after at most one retry, and Serve brings a replacement up."""
     import asyncio
@@ -252,7 +252,12 @@ def test_killing_one_of_two_replicas_under_load_fails_no_request_after_one_retry
     _deploy(served, served.current.version, [pair])
     served.wait_ready("/pair/readyz")
     try:
-        replicas = {requests.get(served.base + "/pair/healthz", timeout=10).json()["replica"] for _ in range(40)}
+        _wait_replicas("pair", 2, 120)
+        replicas: set = set()
+        for _ in range(200):
+            replicas.add(requests.get(served.base + "/pair/healthz", timeout=10).json()["replica"])
+            if len(replicas) == 2:
+                break
         assert len(replicas) == 2, replicas
         users = tiny_run.dataset.read_split("test")["user_id"].head(40).astype(str).tolist()
         bodies = [json.dumps({"user_id": u, "k": 10}).encode() for u in users]
@@ -264,7 +269,8 @@ def test_killing_one_of_two_replicas_under_load_fails_no_request_after_one_retry
         ray.kill(ray.get_actor(f"SERVE_REPLICA::pair#{DEPLOYMENT}#{victim}", namespace="serve"), no_restart=True)
         load.join(timeout=120)
         print(f"replica kill: {result['requests']} requests, {result['retried']} retried {result['retried_on']}, "
-              f"{result['failed_after_retry']} failed after retry, longest gap without 2xx {result['longest_gap_without_2xx_s']} s")
+              f"{result['failed_after_retry']} failed after retry, longest gap without 2xx {result['longest_gap_without_2xx_s']} s, "
+              f"statuses {result['statuses']}")
         assert result["requests"] > 50 and result["failed_after_retry"] == 0, result
         deadline, seen = time.monotonic() + 120, set()
         while time.monotonic() < deadline and not (seen - replicas):
@@ -273,6 +279,15 @@ def test_killing_one_of_two_replicas_under_load_fails_no_request_after_one_retry
         assert seen - replicas, "Serve did not replace the killed replica"
     finally:
         _deploy(served, served.current.version)  # the config without it removes the pair app
+        _wait_gone("pair", 120)  # its CPUs are free before the next test deploys
+
+
+def _wait_gone(app: str, timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and app in serve.status().applications:
+        time.sleep(0.25)
 
 
 def _running_replicas(app: str) -> int:
@@ -317,3 +332,4 @@ def test_autoscaling_grows_under_load_and_shrinks_when_it_stops(served, tiny_run
         assert not load.failures, load.failures[:5]
     finally:
         _deploy(served, served.current.version)
+        _wait_gone("scaled", 120)

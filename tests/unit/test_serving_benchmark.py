@@ -39,17 +39,20 @@ def test_a_lone_job_waits_at_most_the_timeout():
     assert asyncio.run(scenario()) == pytest.approx(0.05, abs=0.04)
 
 
-def test_profile_samples_go_to_the_innermost_named_part(tmp_path):
+def test_profile_samples_go_to_the_innermost_named_part_of_the_request_path(tmp_path):
     from benchmarks.serving import stack_shares
 
+    app = "run (ray/serve/_private/replica.py:10);GuardMiddleware.__call__ (serving/http.py:127);"
     raw = tmp_path / "p.raw.txt"
     raw.write_text(
-        "run (ray/serve/_private/replica.py:10);recommend (/r/serving/recommender.py:240);"
-        "run_recommend (/r/recsys/online/engine.py:200);user_vectors (/r/recsys/online/retrieve.py:60);forward (torch/nn/x.py:1) 6\n"
-        "run (ray/serve/_private/replica.py:10);__call__ (starlette/routing.py:5) 3\n"
-        "rank (/r/recsys/search/engine.py:240);lexical_scores (/r/recsys/search/engine.py:170) 1\n"
+        app + "RecommenderDeployment.recommend (serving/recommender.py:240);OnlineEngine.run_recommend (recsys/online/engine.py:200);"
+        "Retriever.user_vectors (recsys/online/retrieve.py:60);forward (torch/nn/x.py:1) 6\n"
+        + app + "Router.__call__ (starlette/routing.py:5) 2\n"
+        "Thread.run (threading.py:982);AsyncioRouter.assign_request (ray/serve/_private/router.py:1) 10\n"
+        + app + "SearchIndex.rank (engine.py:240);SearchIndex.lexical_scores (engine.py:170) 2\n"
         "not a sample line\n"
     )
-    got = stack_shares(raw)
-    assert got["samples"] == 10
-    assert got["shares"] == {"user_encode": 0.6, "serve_and_asgi": 0.3, "lexical_bm25": 0.1}
+    got = stack_shares(raw, rate_hz=100.0, requests_done=2)
+    assert got["samples"] == 20 and got["request_path_share"] == 0.5  # the router thread is outside the request's path
+    assert got["request_path"] == {"user_encode": 0.6, "app_other": 0.2, "lexical_bm25": 0.2}
+    assert got["request_path_ms_per_request"] == 50.0 and got["ms_per_request"]["user_encode"] == 30.0
