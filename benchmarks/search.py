@@ -124,20 +124,9 @@ def serve_child(config: str, cache: int, levels: list[int], bodies_file: Path, s
     from ray import serve
 
     from benchmarks.loadgen import load_levels
-    from recsys.config import load_config
-    from recsys.index import latest_index
-    from recsys.runtime import init_ray
-    from serving.deploy import deploy_config, wait_ready
-    from serving.serve_config import http_options, serve_config
+    from benchmarks.serving import start_app
 
-    overrides = [f"search.query_cache_size={cache}"]
-    cfg = load_config(config, overrides)
-    release = latest_index(cfg)
-    init_ray(cfg.cluster, serve=cfg.serve)
-    serve.start(http_options=http_options(cfg.serve))
-    deploy_config(serve_config(cfg, config, release.version, overrides))
-    base = f"http://{cfg.serve.host}:{cfg.serve.port}"
-    wait_ready(base + "/readyz")
+    cfg, release, base = start_app(config, [f"search.query_cache_size={cache}"])
     try:
         result = load_levels(base + "/search", bodies_file, seconds, levels, cwd=REPO)
         if cache == 0:  # the baseline on the same replica: /recommend for the same users (no text encoder)

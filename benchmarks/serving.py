@@ -197,6 +197,27 @@ def serve_child(config: str, ingress: str, bodies_file: Path, seconds: float, ou
         ray.shutdown()
 
 
+def start_app(config: str, overrides: list[str]):
+    """Ray, Serve and the app on the config's latest index version, as `serving.deploy` deploys it;
+    (cfg, release, base URL) once /readyz answers. The caller shuts Serve and Ray down."""
+    from ray import serve
+
+    from recsys.config import load_config
+    from recsys.index import latest_index
+    from recsys.runtime import init_ray
+    from serving.deploy import deploy_config, wait_ready
+    from serving.serve_config import http_options, serve_config
+
+    cfg = load_config(config, overrides)
+    release = latest_index(cfg)
+    init_ray(cfg.cluster, serve=cfg.serve)
+    serve.start(http_options=http_options(cfg.serve))
+    deploy_config(serve_config(cfg, config, release.version, overrides))
+    base = f"http://{cfg.serve.host}:{cfg.serve.port}"
+    wait_ready(base + "/readyz")
+    return cfg, release, base
+
+
 def replica_kill_child(config: str, bodies_file: Path, seconds: float, out_file: Path, kill_after_s: float = 6.0) -> None:
     """Two replicas under 8 retrying clients; one replica's actor is killed `kill_after_s` in
     (ray.kill: its worker process ends at once, as when a node or pod dies). Reports the load's
@@ -205,20 +226,9 @@ def replica_kill_child(config: str, bodies_file: Path, seconds: float, out_file:
     import ray
     from ray import serve
 
-    from recsys.config import load_config
-    from recsys.index import latest_index
-    from recsys.runtime import init_ray
-    from serving.deploy import deploy_config, wait_ready
-    from serving.serve_config import APP_NAME, DEPLOYMENT, http_options, serve_config
+    from serving.serve_config import APP_NAME, DEPLOYMENT
 
-    overrides = ["serve.ingress=haproxy", "serve.num_replicas=2"]
-    cfg = load_config(config, overrides)
-    release = latest_index(cfg)
-    init_ray(cfg.cluster, serve=cfg.serve)
-    serve.start(http_options=http_options(cfg.serve))
-    deploy_config(serve_config(cfg, config, release.version, overrides))
-    base = f"http://{cfg.serve.host}:{cfg.serve.port}"
-    wait_ready(base + "/readyz")
+    _, _, base = start_app(config, ["serve.ingress=haproxy", "serve.num_replicas=2"])
     try:
         replicas = set()
         for _ in range(40):
