@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ import aiohttp
 import numpy as np
 
 RETRYABLE = (502, 503, 504)  # besides connection errors: the gateway lost its backend, overload, no replica ready
+RETRY_BACKOFF_S = (0.05, 0.15)  # uniform jitter before the one retry
 
 
 async def _send(session, url, body):
@@ -44,6 +46,7 @@ async def _client(session, url, bodies, offset, stop_at, latencies, statuses, re
         status = await _send(session, url, body)
         if retry and (not isinstance(status, int) or status in RETRYABLE):
             retried[status] += 1
+            await asyncio.sleep(random.uniform(*RETRY_BACKOFF_S))
             status = await _send(session, url, body)
         latencies.append(time.perf_counter() - started)
         statuses[status] += 1

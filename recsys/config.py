@@ -278,6 +278,9 @@ class EvalConfig(_Section):
         return self
 
 
+SERVE_METRICS_INTERVAL_S = 10.0  # Ray Serve's autoscaling metrics interval; a shorter look-back window is refused by Serve
+
+
 class ServeAutoscaling(_Section):
     """Ray Serve autoscaling of the recommender deployment (replaces a fixed num_replicas)."""
 
@@ -286,7 +289,9 @@ class ServeAutoscaling(_Section):
     target_ongoing_requests: float = Field(8.0, gt=0)
     upscale_delay_s: float | None = Field(None, ge=0, description="how long load must stay above target before a replica is added (None: Serve's 30 s)")
     downscale_delay_s: float | None = Field(None, ge=0, description="how long load must stay below target before a replica is removed (None: Serve's 600 s)")
-    look_back_period_s: float | None = Field(None, gt=0, description="the window Serve averages ongoing requests over (None: Serve's 30 s)")
+    look_back_period_s: float | None = Field(
+        None, gt=SERVE_METRICS_INTERVAL_S,
+        description=f"the window Serve averages ongoing requests over (None: Serve's 30 s); must exceed Serve's {SERVE_METRICS_INTERVAL_S:.0f} s metrics interval")
 
     @model_validator(mode="after")
     def _ordered(self) -> ServeAutoscaling:

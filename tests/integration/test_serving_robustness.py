@@ -318,7 +318,7 @@ def test_autoscaling_grows_under_load_and_shrinks_when_it_stops(served, tiny_run
     from serving.serve_config import application
 
     overrides = ["serve.autoscaling={min_replicas: 1, max_replicas: 2, target_ongoing_requests: 1, upscale_delay_s: 1, "
-                 "downscale_delay_s: 3, look_back_period_s: 2}"]
+                 "downscale_delay_s: 3, look_back_period_s: 11}"]
     scaled = application(load_config(served.config_path, overrides), str(served.config_path), "scaled", "/scaled", overrides=overrides)
     _deploy(served, served.current.version, [scaled])
     served.wait_ready("/scaled/readyz")

@@ -173,3 +173,11 @@ def test_patience_needs_select_best(section):
 def test_a_content_loss_without_item_content_is_refused_at_load():
     with pytest.raises(ConfigError, match="finetune.content_loss_weight > 0 needs model.attribute_embeddings or model.text_features"):
         validate_config({"model": {"attribute_embeddings": False}, "finetune": {"content_loss_weight": 1.0}})
+
+
+def test_autoscaling_look_back_window_shorter_than_serves_metrics_interval_is_refused():
+    """Serve averages replicas' metrics, pushed every 10 s, over the look-back window: a shorter window
+    only warns in Ray 2.60 and will raise later, so the config refuses it at load, naming the field."""
+    with pytest.raises(ConfigError, match=r"serve.autoscaling.look_back_period_s.*10"):
+        validate_config({"serve": {"autoscaling": {"look_back_period_s": 2}}})
+    assert validate_config({"serve": {"autoscaling": {"look_back_period_s": 11}}}).serve.autoscaling.look_back_period_s == 11
