@@ -14,6 +14,8 @@ Writes benchmarks/results/search.json:
                       (the test split's searches, through the served text index and encoder)
   dense_pretrained  → the same metrics with the encoder before fine-tuning
   gain_vs_lexical   → hybrid_personal nDCG@10 ÷ lexical nDCG@10 − 1
+  query_runtime     → what encodes queries (onnx: the index version's ONNX Runtime export)
+  variants_torch_queries → the same metrics with queries encoded by torch (the export's parity)
   engine_ms         → in-process, one thread, per query: encode (query text + user history) and
                       search (candidates, mix, top k), p50/p99
   latency           → c1, c16 → p50_ms, p99_ms, qps, errors: POST /search {query, user_id, k 10}, query cache off
@@ -88,16 +90,22 @@ def quality(cfg, release, examples: list[dict]) -> dict:
     from recsys.models import SeqRecModel
     from recsys.search.encoder import TextEncoder
     from recsys.search.engine import SearchIndex, SearchWeights, evaluate_search
-    from recsys.search.text_index import catalog_texts, load_text_index
+    from recsys.search.text_index import catalog_texts, load_query_encoder, load_text_index
 
     torch.set_num_threads(2)
     meta = release.manifest["search"]
     dataset = PreparedDataset(release.manifest["dataset_path"])
     index, vectors = load_text_index(release.path, meta, cfg.index)
     weights = SearchWeights.of(cfg.search)
-    engine = SearchIndex(catalog_texts(dataset), vectors, TextEncoder(meta["encoder_path"]), weights, index, cfg.search.max_tokens)
+    encoder = TextEncoder(meta["encoder_path"])
+    served_queries = load_query_encoder(release.path, meta)  # what replicas encode queries with (ONNX Runtime)
+    engine = SearchIndex(catalog_texts(dataset), vectors, encoder, weights, index, cfg.search.max_tokens, query_encoder=served_queries)
     model = SeqRecModel.from_pretrained(release.manifest["model_path"]).eval()
-    out = {"variants": evaluate_search(engine, examples, model)}
+    out = {"variants": evaluate_search(engine, examples, model),
+           "query_runtime": (meta.get("query_encoder") or {}).get("runtime", "torch")}
+    if served_queries is not None:  # the same rankings with queries encoded by torch: the export changes nothing
+        torch_queries = SearchIndex(catalog_texts(dataset), vectors, encoder, weights, index, cfg.search.max_tokens)
+        out["variants_torch_queries"] = evaluate_search(torch_queries, examples, model)
     texts, shipped = catalog_texts(dataset), TextEncoder()
     pretrained = SearchIndex(texts, shipped.encode(texts, max_tokens=cfg.search.max_tokens).numpy(), shipped, weights, max_tokens=cfg.search.max_tokens)
     out["dense_pretrained"] = evaluate_search(pretrained, examples)["dense"]
@@ -107,7 +115,7 @@ def quality(cfg, release, examples: list[dict]) -> dict:
     encode_ms, search_ms = [], []
     for e in examples[:200]:
         t0 = time.perf_counter()
-        q = engine.encoder.encode([e["query"]], max_tokens=cfg.search.max_tokens).numpy()[0]
+        q = engine.encode_queries([e["query"]])[0]
         u = model.user_vectors([e["history"] or [0]])[0].detach().numpy()
         t1 = time.perf_counter()
         engine.rank(e["query"], q, 10, "hybrid_personal", lambda c, u=u: table[c - 1] @ u)
