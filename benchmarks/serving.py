@@ -2,7 +2,7 @@
 retrieval and ranking compute, under closed-loop load from a separate process; and the ANN index
 against exact search at 1M synthetic items.
 
-    python -m benchmarks.serving [--config configs/demo.yaml] [--seconds 10] [--ann-items 1000000]
+    python -m benchmarks.serving [--config configs/demo.yaml] [--seconds 10] [--ann-items 1000000] [--only-replica-kill]
 
 Writes benchmarks/results/serving.json:
   serve, bare            → c1, c16, c64 → p50_ms, p99_ms, qps, errors   (POST /recommend, k=10)
@@ -230,9 +230,17 @@ def replica_kill_child(config: str, bodies_file: Path, seconds: float, out_file:
 
     _, _, base = start_app(config, ["serve.ingress=haproxy", "serve.num_replicas=2"])
     try:
+        deadline = time.monotonic() + 120  # both replicas RUNNING (Serve's status API) before the load starts
+        while time.monotonic() < deadline:
+            app = serve.status().applications.get(APP_NAME)
+            if app and app.deployments[DEPLOYMENT].replica_states.get("RUNNING", 0) == 2:
+                break
+            time.sleep(0.25)
         replicas = set()
-        for _ in range(40):
+        for _ in range(200):
             replicas.add(requests.get(base + "/healthz", timeout=5).json()["replica"])
+            if len(replicas) == 2:
+                break
         load = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen", "--url", base + "/recommend", "--bodies", str(bodies_file),
                                  "--concurrency", "8", "--seconds", str(seconds), "--retry", "--warmup-s", "0"],
                                 cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -346,13 +354,15 @@ def main() -> int:
     parser.add_argument("--ann-items", type=int, default=1_000_000)
     parser.add_argument("--ann-kind", default="hnsw", choices=["hnsw", "ivf"])
     parser.add_argument("--skip-ann", action="store_true")
+    parser.add_argument("--only-replica-kill", action="store_true",
+                        help="re-measure the replica kill alone and replace that entry of serving.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", help=argparse.SUPPRESS)
     parser.add_argument("--search-bodies", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args.child == "kill":
-        replica_kill_child(args.config, Path(args.bodies), max(args.seconds * 2, 20.0), RESULTS / ".serve-kill.json")
+    if args.child == "kill":  # a window long enough for the replacement replica to load and take load
+        replica_kill_child(args.config, Path(args.bodies), max(args.seconds * 4, 40.0), RESULTS / ".serve-kill.json")
         return 0
     if args.child:
         serve_child(args.config, args.child, Path(args.bodies), args.seconds, RESULTS / f".serve-{args.child}.json",
@@ -367,6 +377,13 @@ def main() -> int:
     search_file.write_text(json.dumps(search_bodies(release, bodies)))
     out = RESULTS / "serving.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
+    if args.only_replica_kill:
+        previous["replica_kill"] = {**run_replica_kill(args.config, bodies_file, args.seconds), "measured_alone": True}
+        bodies_file.unlink()
+        search_file.unlink()
+        out.write_text(json.dumps(previous, indent=2))
+        print(f"wrote {out} (replica_kill only)")
+        return 0
     result: dict = {"config": args.config, "version": release.version, "items": release.manifest["items"],
                     "endpoint": "POST /recommend {user_id, k: 10}", "search_endpoint": "POST /search {query, user_id, k: 10}",
                     "seconds_per_level": args.seconds,

@@ -32,9 +32,9 @@ LATEST = "LATEST"
 EXPORT_META = "recsys.json"
 INDEX_MANIFEST = "manifest.json"
 
-ModelKind = Literal["pretrain", "finetune", "ctr", "search", "forecaster"]
-Kind = Literal["dataset", "pretrain", "finetune", "ctr", "search", "forecaster", "index", "forecast"]
-MODEL_KINDS: tuple[str, ...] = ("pretrain", "finetune", "ctr", "search", "forecaster")
+ModelKind = Literal["pretrain", "finetune", "ctr", "search", "forecaster", "ads"]
+Kind = Literal["dataset", "pretrain", "finetune", "ctr", "search", "forecaster", "ads", "index", "forecast"]
+MODEL_KINDS: tuple[str, ...] = ("pretrain", "finetune", "ctr", "search", "forecaster", "ads")
 # kind → (what it is called in messages, the stage that produces it)
 _DESCRIBED = {
     "dataset": ("prepared dataset", "prepare"),
@@ -43,6 +43,7 @@ _DESCRIBED = {
     "ctr": ("CTR model", "ctr"),
     "search": ("fine-tuned search encoder", "search"),
     "forecaster": ("neural demand forecaster", "forecast"),
+    "ads": ("calibrated ad pCTR model", "ads"),
     "index": ("item index", "index"),
     "forecast": ("demand forecast", "forecast"),
 }

@@ -1,6 +1,6 @@
 """The `recsys` command: argparse subcommands, thin over the library.
 
-    recsys <stage> --config FILE [--set KEY=VALUE ...]     prepare, pretrain, finetune, ctr, search, index, evaluate, forecast
+    recsys <stage> --config FILE [--set KEY=VALUE ...]     prepare, pretrain, finetune, ctr, search, ads, index, evaluate, forecast
     recsys forecast report --config FILE [--items ID,ID]    the latest forecast's fan chart and backtest PNGs
     recsys eval report --config FILE [--model DIR] [--set ...]
     recsys data stats <dataset folder> [--out DIR]
@@ -39,6 +39,8 @@ STAGE_HELP = {
     "ctr": "train the CTR ranker on impressions (BCE), from the latest fine-tuned model",
     "search": "fine-tune the search text encoder on the logs' (query, clicked item) pairs (or the catalog's own "
               "pseudo-queries); `recsys search eval` scores search on judged queries",
+    "ads": "the ad world, the ad pCTR model fine-tuned from the latest retrieval model (BCE on ad impressions) and "
+           "its calibration on the valid day",
     "index": "the fine-tuned model's item vectors (and item texts) → a versioned FAISS index",
     "evaluate": "evaluate the latest fine-tuned model (the config's protocol) and write report.json",
     "forecast": "weekly demand per product from the sales: backtest every forecaster, publish the default one for "
@@ -112,7 +114,7 @@ def stage_command(stage: str, args: argparse.Namespace) -> int:
         if stage == "prepare":
             ds = stages.prepare(cfg)
             print(json.dumps({"dataset": str(ds.path), "counts": ds.manifest["counts"], "vocab": ds.manifest["vocab"]}, indent=2))
-        elif stage in ("pretrain", "finetune", "ctr"):
+        elif stage in ("pretrain", "finetune", "ctr", "ads"):
             result = getattr(stages, stage)(cfg)
             if result is None:
                 print(f"{stage} is disabled in the config ({stage}.enabled: false)")

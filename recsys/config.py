@@ -1,9 +1,9 @@
 """One typed config tree, loaded from one YAML file, read by every stage.
 
 Each stage reads only its own section (`data`, `model`, `pretrain`, `finetune`, `ctr`, `eval`, `search`,
-`index`, `serve`, `forecast`), plus `artifacts` (where everything is written) and `cluster` (how Ray is sized).
+`index`, `serve`, `forecast`, `ads`), plus `artifacts` (where everything is written) and `cluster` (how Ray is sized).
 Unknown keys and bad values fail with a `ConfigError` that names the file, the dotted field and what
-is allowed. The training stages (`pretrain`, `finetune`, `ctr`, `search.train`) share
+is allowed. The training stages (`pretrain`, `finetune`, `ctr`, `search.train`, `forecast.train`, `ads.train`) share
 `TrainStageConfig` and each adds only what it reads, so one stage's setting under another is refused.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from recsys.config_ads import AdsConfig, AdsTrainConfig, AdWorldConfig, AuctionConfig, PacingConfig  # noqa: F401
 from recsys.config_base import (  # noqa: F401 - re-exported: the base every section builds on
     ConfigError,
     TrainStageConfig,
@@ -478,6 +479,7 @@ class RecsysConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    ads: AdsConfig = Field(default_factory=AdsConfig)
     run_name: str = Field("recsys", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     @model_validator(mode="after")

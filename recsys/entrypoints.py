@@ -8,6 +8,7 @@ STAGE_SCRIPTS: dict[str, str] = {
     "finetune": "finetune.py",
     "ctr": "train_ctr.py",
     "search": "train_search.py",
+    "ads": "train_ads.py",
     "index": "build_index.py",
     "evaluate": "evaluate.py",
     "forecast": "forecast.py",

@@ -13,7 +13,7 @@ from recsys.artifacts import ArtifactStore, Dataset, IndexRelease, ModelExport
 from recsys.config import RecsysConfig
 from recsys.entrypoints import PIPELINE_STAGES  # noqa: F401 - re-exported: the stages, in order
 
-__all__ = ["PIPELINE_STAGES", "build_servable", "ctr", "evaluate", "finetune", "forecast", "index", "latest_dataset",
+__all__ = ["PIPELINE_STAGES", "ads", "build_servable", "ctr", "evaluate", "finetune", "forecast", "index", "latest_dataset",
            "prepare", "pretrain", "pretraining_run", "search"]
 
 
@@ -87,6 +87,16 @@ def ctr(cfg: RecsysConfig, dataset: Dataset | None = None, init_from: Path | Non
     store = ArtifactStore.of(cfg)
     start = store.load("finetune", init_from) if init_from else store.latest("finetune")
     return run_stage(cfg, "ctr", dataset or start.dataset(), init_from=start.path)
+
+
+def ads(cfg: RecsysConfig, init_from: Path | None = None):
+    """The ads stage: the ad world over the shop, the pCTR model fine-tuned from the latest retrieval
+    model (BCE on ad impressions), calibrated on the valid day (recsys/ads/stage.py). None when off."""
+    from recsys.ads.stage import train_ads
+
+    if not cfg.ads.enabled:
+        return None
+    return train_ads(cfg, init_from)
 
 
 def search(cfg: RecsysConfig, dataset: Dataset | None = None):

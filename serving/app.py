@@ -17,7 +17,7 @@ from ray.serve import Application
 from recsys.artifacts import ArtifactStore, IndexRelease
 from recsys.config import RecsysConfig, load_config
 from recsys.online.engine import EngineSpec
-from serving.recommender import EventStoreDeployment, RecommenderDeployment
+from serving.recommender import AdLedgerDeployment, EventStoreDeployment, RecommenderDeployment
 from serving.serve_config import deployment_options
 
 
@@ -46,6 +46,12 @@ def build_app(args: ServeArgs | dict) -> Application:
     forecast = ArtifactStore.of(cfg).latest("forecast", required=False) if cfg.forecast.enabled else None
     if forecast is not None:
         user_config["forecast_version"] = forecast.version
+    ad_ledger = None
+    if cfg.ads.enabled:  # the latest ads export, and the ledger that owns its campaigns' budgets
+        ads = ArtifactStore.of(cfg).latest("ads", required=False)
+        if ads is not None:
+            spec.ads_export = str(ads.path)
+            ad_ledger = AdLedgerDeployment.bind(str(ads.path), spec.ads_ledger_folder, cfg.ads.model_dump(mode="json"))
     return RecommenderDeployment.options(**deployment_options(cfg.serve), user_config=user_config).bind(
-        spec.model_dump(mode="json"), events
+        spec.model_dump(mode="json"), events, ad_ledger
     )

@@ -2,7 +2,7 @@
 
 Roles, each including the ones below it: `admin` ⊇ `write` ⊇ `read` (no route needs more than
 write today: an admin token is a write token that later admin routes will also accept).
-- read: `POST /recommend`, `/rank`, `/search`, and every GET (`/items/{id}`, `/forecast/{id}`);
+- read: `POST /recommend`, `/rank`, `/search`, `/ads`, and every GET (`/items/{id}`, `/forecast/{id}`, `/campaigns/{id}`);
 - write: every other POST/PUT/PATCH/DELETE (`/events`, `/items`: they change what every later
   answer sees). Fail-closed: a method other than GET/HEAD on a path not in the read list needs
   write, so an odd spelling of a write route (`/events%0A`, which the router still matches) is
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 ROLES = ("read", "write", "admin")  # each includes the ones before it
 OPEN = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"})
-READ_POSTS = frozenset({"/recommend", "/rank", "/search"})  # POSTs that only read (the query is the body)
+READ_POSTS = frozenset({"/recommend", "/rank", "/search", "/ads"})  # POSTs that only read (the query is the body)
 
 
 def required_role(method: str, path: str) -> str | None:

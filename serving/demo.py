@@ -1,6 +1,6 @@
 """`recsys demo` (`make demo`): the whole path on a local Ray, then live requests against Ray Serve.
 
-prepare → pretrain → finetune → evaluate → search → index → serve → POST /recommend, /events, /items, /search
+prepare → pretrain → finetune → evaluate → search → index → (forecast, ads) → serve → POST /recommend, /events, /items, /search, /ads
 → shutdown.
 
 The command lives here, above both the library and the Serve app: `serving` registers it with the
@@ -133,6 +133,18 @@ def _run(cfg, args) -> int:
         timings["forecast"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        ads = None
+        if cfg.ads.enabled:
+            _banner("ads: the ad world, the pCTR model fine-tuned from the retrieval model, calibrated (docs/ads.md)")
+            try:
+                ads = stages.ads(cfg).export
+                cal = ads.meta.extra["calibration_valid"]
+                print(f"ads model {ads.version}: valid AUC {cal['auc']:.3f}, ECE {cal['ece_before']:.4f} → {cal['ece_after']:.4f} calibrated")
+            except ValueError as exc:  # a catalog without categories (Amazon Beauty): nothing to target
+                print(f"skipped: {exc}")
+        timings["ads"] = time.perf_counter() - t
+
+        t = time.perf_counter()
         _banner(f"8/8 serve: Ray Serve ({cfg.serve.ingress} ingress), live HTTP requests")
         serve.start(http_options=http_options(cfg.serve))
         serve.run(build_app({"config": args.config, "overrides": overrides, "index_version": release.version}),
@@ -165,6 +177,8 @@ def _run(cfg, args) -> int:
             _search_demo(base, dataset, user, http)
         if forecast is not None:
             _forecast_demo(base, forecast, http)
+        if ads is not None:
+            _ads_demo(base, user, http)
         print(f"OpenAPI docs: {base}/docs")
         timings["serve"] = time.perf_counter() - t
     finally:
@@ -198,6 +212,15 @@ def _forecast_demo(base: str, release, http) -> None:
     print(f"GET {base}/forecast/{top}?horizon=4 → {answer.status_code}")
     answer.raise_for_status()
     print(json.dumps(answer.json(), indent=2)[:1500])
+
+
+def _ads_demo(base: str, user: str, http) -> None:
+    """POST /ads for the demo user: three slots, priced by the auction."""
+    body = {"user_id": user, "slots": [0, 1, 2]}
+    answer = http.post(base + "/ads", json=body, timeout=30)
+    print(f"POST {base}/ads {json.dumps(body)} → {answer.status_code}")
+    answer.raise_for_status()
+    print(json.dumps(answer.json(), indent=2)[:2000])
 
 
 def _search_demo(base: str, dataset, user: str, http) -> None:

@@ -20,11 +20,13 @@ switched to (the replica keeps serving the old one and reports the failure).
 import asyncio
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
 from ray import serve
 
 from recsys.artifacts import IndexRelease
 from recsys.config import EventStoreConfig
+from recsys.online.ads import AdEngine, AdJob
 from recsys.online.cold_start import CatalogLog
 from recsys.online.engine import EngineSpec, InvalidRequest, OnlineEngine, Recommendation, now_ms
 from recsys.online.events import MemoryEventStore, RedisEventStore
@@ -32,6 +34,11 @@ from recsys.online.forecast import ForecastService
 from serving.http import Guard, RequestError, api
 from serving.metrics import ServingMetrics
 from serving.schemas import (
+    AdHit,
+    AdsRequest,
+    AdsResponse,
+    CampaignResponse,
+    CampaignUpdate,
     EventRequest,
     EventResponse,
     ForecastResponse,
@@ -62,6 +69,51 @@ class EventStoreDeployment:
 
     def recent(self, user_id: str) -> list:
         return self.store.recent(user_id)
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+class AdLedgerDeployment:
+    """The ad ledger's single owner (budgets, spend, frequency caps, pacing, impressions), so that a
+    budget holds across every ingress replica; each day's log makes a restart resume its spend.
+    Its methods are `async` with no await inside: they run one at a time on the replica's event loop,
+    so an auction's check of budget and frequency cap and its record of the impressions are one step
+    (sync methods would run in Serve's thread pool, side by side)."""
+
+    def __init__(self, export_path: str, folder: str, cfg: dict):
+        from recsys.ads.world import AdWorld
+        from recsys.artifacts import ModelExport
+        from recsys.config import AdsConfig
+        from recsys.online.ads import AdBook
+
+        export = ModelExport.load(export_path)
+        world = AdWorld(export.meta.extra["ad_world"])
+        c = world.campaigns
+        self.item_of = c["item_id"].tolist()
+        # one folder per ad world: its logs name campaigns by their position in this world's table
+        self.book = AdBook(c["bid"].to_numpy(), c["daily_budget"].to_numpy(), world.campaign_traffic,
+                           AdsConfig.model_validate(cfg), Path(folder) / world.version)
+
+    async def fill(self, user_key: str, campaigns, pctr, relevance, timestamp_ms: int, positions: list) -> list:
+        return self.book.fill(user_key, campaigns, pctr, relevance, timestamp_ms, positions)
+
+    async def click(self, impression_id: str, item_id: str) -> dict:
+        """Charge an ad click once; an unknown impression, or one of another item, is refused (nothing charged)."""
+        from recsys.ads.ledger import UnknownImpression
+
+        try:
+            campaign = self.book.campaign_of(impression_id)
+        except UnknownImpression:
+            return {"error": f"no ad impression {impression_id!r} was served (today or yesterday); send the id /ads returned"}
+        if self.item_of[campaign] != item_id:
+            return {"error": f"impression {impression_id!r} showed item {self.item_of[campaign]!r}, not {item_id!r}"}
+        charged, first = self.book.click(impression_id)
+        return {"charged": charged, "duplicate": not first}
+
+    async def campaign(self, campaign: int, timestamp_ms: int) -> dict:
+        return self.book.campaign(campaign, timestamp_ms)
+
+    async def update(self, campaign: int, bid, daily_budget) -> None:
+        self.book.update(campaign, bid, daily_budget)
 
 
 class _RemoteEvents:
@@ -100,7 +152,7 @@ def engine_errors():
 @serve.deployment
 @serve.ingress(api)
 class RecommenderDeployment:
-    def __init__(self, spec: dict, events=None):
+    def __init__(self, spec: dict, events=None, ad_ledger=None):
         import torch
 
         torch.set_num_threads(1)
@@ -113,14 +165,17 @@ class RecommenderDeployment:
         self.swap_error: str | None = None
         self.forecast_error: str | None = None  # the last forecast swap that failed (the index swap has its own)
         self.metrics = ServingMetrics()
-        self.busy = 0  # requests inside /recommend or /search now (see _compute)
+        self.busy = 0  # requests inside /recommend, /search or /ads now (see _compute)
+        self.ads, self.ad_ledger, self.ads_error = None, ad_ledger, None
+        if self.spec.ads is not None:
+            self._load_ads()
         auth = None
         if self.cfg.auth.enabled:
             from serving.auth import Authenticator
 
             auth = Authenticator.from_env(self.cfg.auth.token_env)
         self.guard = Guard(self.cfg.max_body_bytes, self.metrics, auth)  # read by serving.http's middleware
-        for batched in (self._score, self._search):
+        for batched in (self._score, self._search, self._ads):
             batched.set_max_batch_size(self.cfg.batching.max_batch_size)
             batched.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
 
@@ -148,6 +203,21 @@ class RecommenderDeployment:
         self.active, self.swap_error = candidate, None
         self.metrics.serving((old.version, old.model_version) if old else None, (candidate.version, candidate.model_version))
         logger.info("now serving %s (was %s)", candidate.version, old.version if old else None)
+
+    def _load_ads(self) -> None:
+        """The ad engine of the export the app was built with; /ads answers 503 with the reason when it cannot load."""
+        from recsys.ads.world import AdWorld
+        from recsys.artifacts import ModelExport
+        from recsys.online.ads import AdEngine
+
+        if self.spec.ads_export is None or self.ad_ledger is None:
+            self.ads_error = "ads.enabled is on but no ads export is published: run the ads stage (python ray_jobs/train_ads.py)"
+            return
+        try:
+            self.ads = AdEngine(self.spec.ads_export, AdWorld(ModelExport.load(self.spec.ads_export).meta.extra["ad_world"]), self.spec.ads)
+        except Exception as exc:  # noqa: BLE001 - the other routes keep serving; /ads says why it cannot
+            self.ads_error = f"ads export {self.spec.ads_export}: {exc}"
+            logger.error("ads not served: %s", self.ads_error)
 
     async def _swap_forecast(self, version: str | None) -> None:
         """Serve forecast `version` (loaded beside the current one, then switched to); without one, the
@@ -206,6 +276,12 @@ class RecommenderDeployment:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _search(self, jobs: list[tuple]) -> list:
         return self._run_batch(jobs, OnlineEngine.run_search)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _ads(self, jobs: list[tuple]) -> list:
+        from recsys.online.ads import AdEngine
+
+        return self._run_batch(jobs, AdEngine.run_jobs)
 
     async def _compute(self, batched, run, engine: OnlineEngine, job):
         """A request alone in the replica is computed at once: `@serve.batch` would hold it for the
@@ -280,6 +356,58 @@ class RecommenderDeployment:
         ]
         return SearchResponse(query=job.query, mode=job.mode, user_id=body.user_id, version=engine.version, items=items)
 
+    @api.post("/ads", response_model=AdsResponse)
+    async def ads(self, body: AdsRequest) -> AdsResponse:
+        """Ads for the user's page: an auction (pCTR × bid, second price) over the targeting-eligible
+        campaigns with budget, frequency cap and pacing; click events charge through POST /events."""
+        engine, ads = self._engine(), self._ad_engine()
+        timestamp = body.context.timestamp if body.context and body.context.timestamp is not None else now_ms()
+        if max(body.slots) >= ads.slots:
+            raise RequestError("slots", f"this ad world has slots 0..{ads.slots - 1}, got {max(body.slots)}")
+        self.busy += 1
+        try:
+            with engine_errors():
+                state = await self._state(engine, body.user_id, body.item_ids, timestamp)
+            job = await self._compute(self._ads, AdEngine.run_jobs, ads, AdJob(state.history, *state.context[:2]))
+        finally:
+            self.busy -= 1
+        user_key = body.user_id or ""  # "": no identity, no frequency cap (and nothing kept per anonymous request)
+        slate = await self.ad_ledger.fill.remote(user_key, job.campaigns, job.pctr, job.relevance, timestamp, sorted(body.slots))
+        self.metrics.auction(len(body.slots), slate)
+        c = ads.campaigns
+        hits = [AdHit(slot=a["slot"], campaign_id=c["campaign_id"].iat[a["campaign"]], advertiser_id=c["advertiser_id"].iat[a["campaign"]],
+                      item_id=c["item_id"].iat[a["campaign"]], pctr=round(a["pctr"], 6), ecpm=round(a["ecpm"], 4),
+                      price_per_click=a["price"], impression_id=a["impression_id"]) for a in slate]
+        return AdsResponse(user_id=body.user_id, ads=hits, candidates=len(job.campaigns), model_version=ads.export.version)
+
+    @api.get("/campaigns/{campaign_id}", response_model=CampaignResponse)
+    async def campaign(self, campaign_id: str, timestamp: int | None = None) -> CampaignResponse:
+        """A campaign's settings, today's spend and its pacing state (`timestamp`: that day's, under ads.clock: request)."""
+        ads, index = self._campaign(campaign_id)
+        state = await self.ad_ledger.campaign.remote(index, timestamp if timestamp is not None else now_ms())
+        row = ads.campaigns.iloc[index]
+        return CampaignResponse(campaign_id=campaign_id, advertiser_id=row["advertiser_id"], item_id=row["item_id"],
+                                target_categories=list(row["target_categories"]), hours=[int(row["hour_start"]), int(row["hour_end"])], **state)
+
+    @api.put("/campaigns/{campaign_id}", response_model=CampaignResponse)
+    async def update_campaign(self, campaign_id: str, body: CampaignUpdate) -> CampaignResponse:
+        """An advertiser changes its bid or daily budget (a write): the next auction uses it."""
+        _, index = self._campaign(campaign_id)
+        await self.ad_ledger.update.remote(index, body.bid, body.daily_budget)
+        return await self.campaign(campaign_id)
+
+    def _campaign(self, campaign_id: str):
+        ads = self._ad_engine()
+        index = ads.index_of.get(campaign_id)
+        if index is None:
+            raise RequestError("campaign_id", f"no campaign {campaign_id!r} in the served ad world", status=404)
+        return ads, index
+
+    def _ad_engine(self):
+        if self.ads is None:
+            raise RequestError("ads", self.ads_error or "ads are off (ads.enabled: false)", status=503)
+        return self.ads
+
     @api.post("/items", response_model=NewItemResponse, status_code=201)
     async def add_item(self, body: NewItemRequest) -> NewItemResponse:
         """Cold start: a new item is searchable and recommendable from its text and attributes at once."""
@@ -298,8 +426,16 @@ class RecommenderDeployment:
         engine = self._engine()
         with engine_errors():
             index = engine.indices([body.item_id], "item_id")[0]
+        charge = {}
+        if body.impression_id is not None:  # an ad click: charged once, before the event is recorded; refused when unknown
+            self._ad_engine()
+            charge = await self.ad_ledger.click.remote(body.impression_id, body.item_id)
+            if "error" in charge:
+                raise RequestError("impression_id", charge["error"])
+            if charge["charged"] > 0:  # a repeat click charges 0, which Ray's Counter.inc refuses
+                self.metrics.ad_spend.inc(charge["charged"])
         count = await self.events.record(body.user_id, index, body.event, body.timestamp if body.timestamp is not None else now_ms())
-        return EventResponse(user_id=body.user_id, recorded=True, recent_events=count)
+        return EventResponse(user_id=body.user_id, recorded=True, recent_events=count, **charge)
 
     @api.get("/forecast/{item_id}", response_model=ForecastResponse)
     def forecast(self, item_id: str, horizon: int | None = None) -> ForecastResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from recsys.online.catalog import Filters
 from recsys.online.events import EVENT_TYPES
@@ -47,20 +47,25 @@ class FiltersBody(CatalogFilters):
     exclude_purchased: bool = Field(False, description="never return what the user bought (logs and live events)")
 
 
-class _UserBody(_Body):
+class _SomeoneBody(_Body):
+    """A request about someone: a known user, a list of recent items, or both."""
+
     user_id: str | None = Field(None, min_length=1, max_length=256, description="a known user; unknown users get cold-start items")
     item_ids: list[str] | None = Field(None, description="recent item ids, oldest first; appended to the user's known history")
-    timestamp: EpochMs | None = Field(
-        None, ge=0, le=2**53,
-        description="request time in ms since the epoch (hour and weekday of the ranking context); default: now",
-    )
-    explain: bool = Field(False, description="say which history items and attributes drove each score")
 
     @model_validator(mode="after")
     def _needs_someone(self):
         if self.user_id is None and not self.item_ids:
             raise ValueError("send user_id, item_ids (a non-empty list of recent item ids), or both")
         return self
+
+
+class _UserBody(_SomeoneBody):
+    timestamp: EpochMs | None = Field(
+        None, ge=0, le=2**53,
+        description="request time in ms since the epoch (hour and weekday of the ranking context); default: now",
+    )
+    explain: bool = Field(False, description="say which history items and attributes drove each score")
 
 
 class RecommendRequest(_UserBody):
@@ -111,6 +116,17 @@ class EventRequest(_Body):
     item_id: str = Field(min_length=1, max_length=256)
     event: Literal[EVENT_TYPES] = Field(description="view, click, add_to_cart or purchase")
     timestamp: EpochMs | None = Field(None, ge=0, le=2**53, description="ms since the epoch; default: now")
+    impression_id: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="a click on an ad: the impression id /ads returned; its campaign is charged once (a repeat charges nothing)")
+
+    @field_validator("impression_id")
+    @classmethod
+    def _ad_clicks_only(cls, value, info):
+        event = info.data.get("event")
+        if value is not None and event is not None and event != "click":
+            raise ValueError(f"impression_id goes with event 'click' (an ad click), not {event!r}")
+        return value
 
 
 class HistoryEffect(BaseModel):
@@ -188,6 +204,72 @@ class EventResponse(BaseModel):
     user_id: str
     recorded: bool
     recent_events: int
+    charged: float | None = Field(None, description="an ad click: what its campaign was charged (0 for a repeat click)")
+    duplicate: bool | None = Field(None, description="an ad click already charged for this impression")
+
+
+class AdContext(_Body):
+    timestamp: EpochMs | None = Field(None, ge=0, le=2**53, description="ms since the epoch (hour, weekday, the budget's day); default: now")
+
+
+class AdsRequest(_SomeoneBody):
+    slots: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=8, description="ad slot positions to fill, 0 = the top slot")
+    context: AdContext | None = None
+
+    @field_validator("slots")
+    @classmethod
+    def _distinct(cls, value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"slots must be distinct positions, got {value}")
+        return value
+
+
+class AdHit(BaseModel):
+    slot: int
+    campaign_id: str
+    advertiser_id: str
+    item_id: str
+    pctr: float = Field(description="calibrated click probability at this slot")
+    ecpm: float = Field(description="expected revenue per thousand impressions: pCTR × bid × 1000")
+    price_per_click: float = Field(description="charged when clicked (generalized second price)")
+    impression_id: str = Field(description="send it with the click event (POST /events) to charge the click")
+
+
+class AdsResponse(BaseModel):
+    user_id: str | None
+    ads: list[AdHit]
+    candidates: int = Field(description="targeting-eligible campaigns the auction scored")
+    model_version: str
+
+
+class CampaignUpdate(_Body):
+    bid: float | None = Field(None, gt=0, le=10_000, description="the new cost-per-click bid")
+    daily_budget: float | None = Field(None, gt=0, le=1e9, validate_default=True,
+                                       description="the new daily budget (today's spend so far counts against it)")
+
+    @field_validator("daily_budget")
+    @classmethod
+    def _something(cls, value, info):
+        if value is None and "bid" in info.data and info.data["bid"] is None:  # (a bid that failed has its own error)
+            raise ValueError("send bid, daily_budget or both")
+        return value
+
+
+class CampaignResponse(BaseModel):
+    campaign_id: str
+    advertiser_id: str
+    item_id: str
+    bid: float
+    daily_budget: float
+    target_categories: list[str]
+    hours: list[int] = Field(description="[start, end) UTC hours it runs; [0, 0] = all day")
+    day: str = Field(description="the UTC day the spend is of")
+    spent: float
+    remaining: float
+    impressions: int
+    clicks: int
+    pass_rate: float = Field(description="pacing: the share of eligible auctions it enters now")
+    uncharged: float = Field(description="clicks' price beyond the budget, not charged")
 
 
 class ItemResponse(BaseModel):

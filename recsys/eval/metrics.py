@@ -1,4 +1,5 @@
-"""Ranking metrics (HR, NDCG, MRR; graded nDCG, Recall, MRR), CTR metrics (AUC, GAUC, log-loss) and
+"""Ranking metrics (HR, NDCG, MRR; graded nDCG, Recall, MRR), CTR metrics (AUC, GAUC, log-loss,
+expected calibration error and reliability bins) and
 demand-forecast metrics (WAPE, MASE, pinball loss, interval coverage): the one place every evaluation —
 full ranking, the sampled protocol, in-loop validation, search, forecast backtests —
 computes them.
@@ -175,6 +176,24 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
+
+
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 20) -> list[dict]:
+    """Equal-count bins of the predictions (sorted): per bin the mean predicted probability, the
+    observed click rate and the count. Equal-count, not equal-width: click rates of a few percent
+    would put nearly every prediction in the first of ten equal-width bins and hide any miscalibration."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(p, kind="mergesort")
+    return [{"predicted": float(p[b].mean()), "observed": float(y[b].mean()), "count": int(len(b))}
+            for b in np.array_split(order, min(bins, max(len(p), 1))) if len(b)]
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 20) -> float:
+    """ECE = Σ_bins (count / n) · |mean predicted − observed rate| over equal-count bins (reliability_bins)."""
+    parts = reliability_bins(labels, probs, bins)
+    n = sum(b["count"] for b in parts)
+    return float(sum(b["count"] * abs(b["predicted"] - b["observed"]) for b in parts) / n) if n else float("nan")
 
 # ---- demand forecasts (recsys.forecast) ----------------------------------------------------------
 QUANTILES = (0.1, 0.5, 0.9)  # P10, P50, P90: the columns p10, p50, p90 of every forecast

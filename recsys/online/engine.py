@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from recsys.artifacts import ArtifactStore, IndexRelease
-from recsys.config import IndexConfig, RecsysConfig, SearchConfig, ServeConfig
+from recsys.config import AdsConfig, IndexConfig, RecsysConfig, SearchConfig, ServeConfig
 from recsys.index.ann import ItemIndex, recall_against_exact
 from recsys.models.seqrec.modeling_ctr import CONTEXT_SIZES
 from recsys.online.catalog import Catalog, Filters, VersionCheckError
@@ -57,6 +57,9 @@ class EngineSpec(BaseModel):
     items_log: str | None = None  # items added while serving (recsys.online.cold_start.CatalogLog)
     events_folder: str  # the memory event store's log and snapshots
     forecast_root: str | None = None  # the folder of published forecast versions (forecasts/<run_name>), when forecast is on
+    ads: AdsConfig | None = None  # when ads are on: the auction, budget and pacing settings
+    ads_export: str | None = None  # the calibrated pCTR export /ads serves (its ad world's campaigns); resolved at build time
+    ads_ledger_folder: str | None = None  # the ad ledger's day logs
 
     @classmethod
     def of(cls, cfg: RecsysConfig) -> EngineSpec:
@@ -66,6 +69,7 @@ class EngineSpec(BaseModel):
             interaction_events=list(cfg.data.interaction_events), session_gap_ms=int(cfg.data.session_gap_minutes * 60_000),
             items_log=str(serving / cfg.run_name / "new_items.jsonl"), events_folder=cfg.serve.events.path or str(serving / "events"),
             forecast_root=str(ArtifactStore.of(cfg).folder("forecast")) if cfg.forecast.enabled else None,
+            ads=cfg.ads if cfg.ads.enabled else None, ads_ledger_folder=str(serving / cfg.run_name / "ad_ledger"),
         )
 
     def release(self, version: str) -> IndexRelease:

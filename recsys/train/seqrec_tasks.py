@@ -43,10 +43,13 @@ class SeqRecTask(TrainTask):
 
     uses_train_dataset = True
     window = BUCKET_WINDOW
+    section: str | None = None  # the dotted config section of the stage's settings, when not `stage`
 
     def __init__(self, cfg: RecsysConfig, dataset: Dataset, init_from: Path | None, train_rows: int,
                  valid: dict | None = None):
-        self.stage_cfg = getattr(cfg, self.stage)
+        self.stage_cfg = cfg
+        for part in (self.section or self.stage).split("."):  # e.g. "ads.train"
+            self.stage_cfg = getattr(self.stage_cfg, part)
         self.eval_cfg = cfg.eval
         self.item_text, text_key = None, None
         if cfg.model.text_features:  # the frozen text vectors, shared with the index and serving
@@ -273,7 +276,13 @@ def _next_item_valid(dataset: Dataset) -> dict:
 
 
 def _ctr_valid(dataset: Dataset) -> dict:
-    rows = dataset.ctr_rows("valid").to_pydict()
+    return ctr_arrays(dataset.ctr_rows("valid"))
+
+
+def ctr_arrays(table: pa.Table) -> dict:
+    """CTR rows (history, candidate, hour, weekday, session_position, label, user) as the arrays
+    ctr_validation reads: the shop's impressions, or the ad world's (recsys/ads/stage.py)."""
+    rows = table.to_pydict()
     return {
         "history": rows["history"],
         "candidate": np.asarray(rows["candidate"]),

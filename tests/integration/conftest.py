@@ -45,6 +45,8 @@ def tiny_config_dict(root: Path) -> dict:
         "serve": {"port": free_port(), "max_k": 50, "candidates": 30, "ingress": serve_ingress()},
         "forecast": {"model": "neural", "horizon": 2, "max_horizon": 4, "window_weeks": 6, "members": 2, "backtest": {"enabled": False},
                      "train": {"epochs": 2, "batch_size": 32}},
+        "ads": {"enabled": True, "world": {"campaigns": 20, "advertisers": 5, "requests_per_day": 800, "logged_days": 3},
+                "train": {"epochs": 1, "batch_size": 128}},
     }
 
 
@@ -145,6 +147,7 @@ def served(tiny_run, search_encoder) -> Served:
     current = stages.index(tiny_run.cfg, tiny_run.finetuned.model_path)
     assert current.manifest["ranker_path"] == str(ctr_path)
     stages.forecast(tiny_run.cfg, tiny_run.dataset)  # what /forecast serves (loaded at the replica's start)
+    stages.ads(tiny_run.cfg)  # what /ads serves: the ad world and its calibrated pCTR model
     cfg = tiny_run.cfg
     serve.start(http_options=http_options(cfg.serve))
     deploy_config(serve_config(cfg, str(tiny_run.config_path), current.version))

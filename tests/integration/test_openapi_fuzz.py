@@ -23,7 +23,8 @@ def test_every_route_keeps_its_published_contract(served):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
         "POST /recommend", "POST /rank", "POST /search", "POST /events", "POST /items", "GET /items/{item_id}",
-        "GET /forecast/{item_id}", "GET /healthz", "GET /readyz"}
+        "GET /forecast/{item_id}", "GET /healthz", "GET /readyz", "POST /ads", "GET /campaigns/{campaign_id}",
+        "PUT /campaigns/{campaign_id}"}
     started, calls, failures = time.perf_counter(), [], []
     for op in operations:
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):

@@ -37,7 +37,8 @@ def _fuzz_cases(seed: int, n: int) -> list[tuple[str, str, bytes, dict]]:
               "/rank": ["user_id", "item_ids", "candidates", "timestamp", "explain"],
               "/events": ["user_id", "item_id", "event", "timestamp"],
               "/search": ["query", "user_id", "item_ids", "k", "filters", "mode"],
-              "/items": ["item_id", "title", "category", "brand", "price", "attributes"]}
+              "/items": ["item_id", "title", "category", "brand", "price", "attributes"],
+              "/ads": ["user_id", "item_ids", "slots", "context"]}
     raw = [b"", b"{", b"[", b"null", b"42", b'"s"', b"{\"user_id\": NaN}", b"{\"k\": Infinity, \"user_id\": \"u\"}",
            b"\xff\xfe\x00", b"{\"user_id\": \"u\", \"k\": 1e309}", b"{" * 500 + b"}" * 500]
     cases = []
@@ -48,7 +49,9 @@ def _fuzz_cases(seed: int, n: int) -> list[tuple[str, str, bytes, dict]]:
             body = raw[rng.randrange(len(raw))]
         else:
             obj = {f: rng.choice(junk) for f in rng.sample(fields[path], rng.randint(1, len(fields[path])))}
-            if kind == 2:
+            if kind == 2 and path == "/ads":
+                obj["context"] = {rng.choice(["timestamp", "hour", "zzz"]): rng.choice(junk)}
+            elif kind == 2:
                 obj["filters"] = {rng.choice(["categories", "brands", "price_min", "price_max", "exclude_purchased", "zzz"]): rng.choice(junk)}
             if kind == 3:
                 obj[rng.choice(["extra", "K", "user id"])] = rng.choice(junk)
@@ -56,7 +59,11 @@ def _fuzz_cases(seed: int, n: int) -> list[tuple[str, str, bytes, dict]]:
         ctype = rng.choice(["application/json", "application/json", "text/plain", "application/x-www-form-urlencoded"])
         cases.append(("POST", path, body, {"content-type": ctype}))
     for i in range(n // 10):
-        cases.append(("GET", rng.choice(["/items/" + "%00" * (i % 5 + 1), "/items/" + "z" * 3000, "/items/%ff%fe", "/recommend", "/nope"]), b"", {}))
+        cases.append(("GET", rng.choice(["/items/" + "%00" * (i % 5 + 1), "/items/" + "z" * 3000, "/items/%ff%fe", "/recommend", "/nope",
+                                         "/campaigns/" + "%00" * (i % 3 + 1), "/campaigns/" + "c" * 3000]), b"", {}))
+    for _ in range(n // 10):  # advertisers' changes: junk bids and budgets
+        body = json.dumps({rng.choice(["bid", "daily_budget", "zzz"]): rng.choice(junk)}).encode()
+        cases.append(("PUT", rng.choice(["/campaigns/cmp-00000", "/campaigns/nope"]), body, {"content-type": "application/json"}))
     return cases
 
 

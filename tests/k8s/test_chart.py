@@ -146,6 +146,16 @@ def test_rayjob_entrypoints_exist_and_read_the_mounted_config(rendered):
         assert (REPO / script.removeprefix("/app/")).is_file(), script
 
 
+def test_every_pipeline_stage_has_a_rayjob_running_its_script(helm):
+    """The chart's stage → script map covers every stage of recsys.entrypoints (a new stage, like ads,
+    gets a RayJob by being listed in jobs.stages), and each job runs that stage's ray_jobs script."""
+    from recsys.entrypoints import STAGE_SCRIPTS
+
+    objs = render(helm, "--set", "jobs.enabled=true", "--set-json", f"jobs.stages={list(STAGE_SCRIPTS)}".replace("'", '"'))
+    jobs = {o["metadata"]["labels"]["recsys-platform/stage"]: o["spec"]["entrypoint"].split()[1] for o in objs if o["kind"] == "RayJob"}
+    assert jobs == {stage: f"/app/ray_jobs/{script}" for stage, script in STAGE_SCRIPTS.items()}
+
+
 def test_rayservice_serve_config_is_the_generated_one(rendered):
     """serveConfigV2 equals serving/serve_config.py's output for the mounted config, parses as
     Ray's ServeDeploySchema, and names the typed builder with valid arguments."""

@@ -4,6 +4,7 @@ import pytest
 from kubernetes import config
 
 from recsys.cli import main
+from recsys.entrypoints import PIPELINE_STAGES
 from recsys.k8s.cli import REPO_MANIFESTS
 from recsys.k8s.runner import RayJobRunner, RunnerError
 from tests.k8s.fake_apiserver import FakeKubeAPI
@@ -83,7 +84,7 @@ def test_401_404_409(api, kubeconfig, tmp_path, capsys):
 
 def test_bad_stage_and_missing_manifests(api, kubeconfig, tmp_path, capsys):
     assert k8s(kubeconfig, "submit", "train") == 1
-    assert "unknown stage 'train'; choose one of: prepare, pretrain, finetune, ctr, search, index, evaluate" in capsys.readouterr().err
+    assert f"unknown stage 'train'; choose one of: {', '.join(PIPELINE_STAGES)}" in capsys.readouterr().err
     assert k8s(kubeconfig, "submit", "prepare", "--manifests", str(tmp_path)) == 1
     assert "no RayJob manifest for stage 'prepare'" in capsys.readouterr().err
     assert api.rayjobs == {}

@@ -32,6 +32,7 @@ class SeqRecConfig(PretrainedConfig):
         text_max_tokens: int = 48,
         id_dropout: float = 0.0,
         item_ids: bool = True,
+        ctr_item_bias: bool = False,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -75,6 +76,7 @@ class SeqRecConfig(PretrainedConfig):
         self.id_dropout = id_dropout
         # False: no per-item id vector (only [MASK] keeps one); items are their content alone.
         self.item_ids = item_ids
+        self.ctr_item_bias = ctr_item_bias  # SeqRecForCTR: a learned click bias per item (the ad pCTR model's creative quality)
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

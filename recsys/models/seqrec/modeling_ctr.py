@@ -47,16 +47,23 @@ class SeqRecForCTR(PreTrainedModel):
             nn.Linear(4 * h, h), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h, 1)
         )
         self.dot_scale = nn.Parameter(torch.full((1,), 0.1))  # 1-d: DeepSpeed cannot broadcast 0-d tensors
+        # optional click bias per item (config.ctr_item_bias): what an ad's own creative adds, learned from its clicks
+        self.item_bias = nn.Embedding(config.num_items + 2, 1) if config.ctr_item_bias else None
         self.post_init()
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)  # starts as the model without it
 
     def _init_weights(self, module: nn.Module) -> None:
         SeqRecModel._init_weights(self, module)
 
     @classmethod
-    def from_retrieval_model(cls, path) -> SeqRecForCTR:
+    def from_retrieval_model(cls, path, item_bias: bool = False) -> SeqRecForCTR:
         """A CTR model whose encoder and item table start as the fine-tuned retrieval model's."""
         base = SeqRecModel.from_pretrained(path)
-        model = cls(base.config)
+        config = base.config
+        if item_bias:
+            config = SeqRecConfig(**{**base.config.to_dict(), "ctr_item_bias": True})
+        model = cls(config)
         model.seqrec.load_state_dict(base.state_dict())
         return model
 
@@ -70,17 +77,21 @@ class SeqRecForCTR(PreTrainedModel):
         """(B, L) right-aligned histories, (B,) candidate item indices, (B, 3) context codes
         [hour, weekday, session_position] → click log-odds; with (B,) 0/1 labels, the mean BCE."""
         u = self.seqrec.encode(input_ids, causal=True)[:, -1]
-        logits, dot = self._logits(u, self.seqrec.items(candidates), context)
+        logits, dot = self._logits(u, self.seqrec.items(candidates), context, self._bias(candidates))
         loss = None if labels is None else F.binary_cross_entropy_with_logits(logits, labels.float())
         return CTROutput(loss=loss, logits=logits, retrieval_scores=dot)
 
-    def _logits(self, u: torch.Tensor, v: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _bias(self, candidates: torch.Tensor | None) -> torch.Tensor | None:
+        return None if self.item_bias is None or candidates is None else self.item_bias(candidates).squeeze(-1)
+
+    def _logits(self, u: torch.Tensor, v: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         c = sum(
             emb(context[..., i].clamp(0, size - 1))
             for i, (size, emb) in enumerate(zip(CONTEXT_SIZES.values(), self.context.values(), strict=True))
         )
         dot = (u * v).sum(-1)
-        return self.head(torch.cat([u, v, u * v, c], dim=-1)).squeeze(-1) + self.dot_scale * dot, dot
+        logits = self.head(torch.cat([u, v, u * v, c], dim=-1)).squeeze(-1) + self.dot_scale * dot
+        return (logits if bias is None else logits + bias), dot
 
     @torch.no_grad()
     def rank(self, histories: list[list[int]], candidates: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -88,7 +99,9 @@ class SeqRecForCTR(PreTrainedModel):
         (B,) histories, (B, C) candidate indices, (B, 3) context → (B, C). Equal to `forward`'s
         logits for each (history, candidate) pair; serving ranks with this."""
         device = self.seqrec.items.item_attributes.device
-        return self.rank_vectors(histories, self.seqrec.items(torch.as_tensor(candidates, device=device)), context)
+        candidates = torch.as_tensor(candidates, device=device)
+        context = torch.as_tensor(context, device=device)[:, None, :].expand(-1, candidates.shape[1], -1)
+        return self.rank_states(self.user_states(histories), self.seqrec.items(candidates), context, candidates)
 
     @torch.no_grad()
     def rank_vectors(self, histories: list[list[int]], v: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -99,6 +112,19 @@ class SeqRecForCTR(PreTrainedModel):
         v = torch.as_tensor(v, device=device)
         context = torch.as_tensor(context, device=device)[:, None, :].expand(-1, v.shape[1], -1)
         return self._logits(u[:, None, :].expand_as(v), v, context)[0]
+
+    @torch.no_grad()
+    def user_states(self, histories: list[list[int]]) -> torch.Tensor:
+        """(B, H) the encoder's state after each history: what `rank_states` scores candidates for."""
+        device = self.seqrec.items.item_attributes.device
+        return self.seqrec.encode(left_pad(histories, self.config.max_seq_len).to(device), causal=True)[:, -1]
+
+    @torch.no_grad()
+    def rank_states(self, u: torch.Tensor, v: torch.Tensor, context: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """Click log-odds of (B, C, H) candidate vectors for (B, H) user states in (B, C, 3) contexts:
+        one encoder pass serves many contexts (the ad auction scores every slot). `candidates`
+        (B, C): their item indices, for the item bias when the model has one."""
+        return self._logits(u[:, None, :].expand_as(v), v, context, self._bias(candidates))[0]
 
     @torch.no_grad()
     def score(self, histories: list[list[int]], candidates, context) -> CTROutput:
