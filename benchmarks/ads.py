@@ -101,7 +101,9 @@ def targets(result: dict) -> dict:
         "auc_gain_over_retrieval": {"value": round(cal["auc"] - cal["auc_retrieval_score"], 4), "target": ">= 0.03"},
         "max_overspend_ratio": {"value": result["budget"]["max_overspend_ratio"], "target": f"<= 1 + one click ({1 + one_click:.3f})",
                                 "note": "holds by construction: a click's charge is capped at the budget left"},
-        "pacing_error_paced": {"value": paced["pacing_error"], "target": "<= 0.10"},
+        "pacing_error_paced": {"value": paced["pacing_error"], "target": "<= 0.10",
+                               "budget_limited_campaigns": paced["pacing_error_budget_limited"],
+                               "unpaced_budget_limited_campaigns": p["ecpm_gsp"]["pacing_error_budget_limited"]},
     }
     checks = {"revenue_vs_highest_bid": lambda v: v >= 1.15, "revenue_vs_highest_pctr": lambda v: v >= 1.05,
               "ece_after": lambda v: v <= 0.01, "auc_gain_over_retrieval": lambda v: v >= 0.03,

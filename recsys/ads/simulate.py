@@ -85,6 +85,10 @@ def _report(ledger: AdLedger, spend_by_hour: np.ndarray, campaign_traffic: np.nd
         # averaged over campaigns weighted by their spend (the money that was or was not paced); unweighted beside it
         "pacing_error": round(float(np.average(np.abs(cumulative - target).mean(axis=0), weights=spent[ran])), 4) if ran.any() else None,
         "pacing_error_unweighted": round(float(np.mean(np.abs(cumulative - target))), 4) if ran.any() else None,
+        # the same over the campaigns that spent (nearly) all their budget: the ones pacing is for; a campaign
+        # its budget never limits keeps a pass rate of 1, and its spend follows the auctions it wins
+        "pacing_error_budget_limited": _limited_error(cumulative, target, spent[ran], budgets[ran]),
+        "campaigns_budget_limited": int(np.sum(spent >= 0.95 * budgets)),
         "revenue_by_hour": np.round(spend_by_hour.sum(axis=1), 2).tolist(),
     }
 
@@ -93,3 +97,10 @@ def replay_policies(engine: AdEngine, slots: int, seed: int = 0, day: str = "rep
     traffic = engine.world.traffic(day)
     scored = score_traffic(engine, traffic, slots)
     return {name: replay_day(engine, traffic, scored, policy, paced, slots, seed) for name, (policy, paced) in POLICY_RUNS.items()}
+
+
+def _limited_error(cumulative: np.ndarray, target: np.ndarray, spent: np.ndarray, budgets: np.ndarray) -> float | None:
+    limited = spent >= 0.95 * budgets
+    if not limited.any():
+        return None
+    return round(float(np.average(np.abs(cumulative - target).mean(axis=0)[limited], weights=spent[limited])), 4)
