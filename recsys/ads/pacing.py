@@ -53,7 +53,9 @@ class PacingController:
         spent = np.asarray(spent, np.float64)
         share = self.target_share(min(second + self.cfg.lead_s, DAY_S))
         self.next_update_s = (second // self.cfg.interval_s + 1) * self.cfg.interval_s
-        active = share > 0  # campaigns whose hours have begun (the others keep their rate)
+        # campaigns that could bid during the interval just ended: a closed hour window (one that wraps
+        # midnight is closed all day long) leaves spend and share unchanged, and must not wind the rate down
+        active = self.target_share(second) > self.target_share(max(second - self.cfg.interval_s, 0.0))
         progress = spent / np.maximum(self.budgets, 1e-12)  # share of the budget spent so far
         with np.errstate(divide="ignore", invalid="ignore"):
             ahead = np.where(active, (progress + 1e-3) / np.maximum(share, 1e-6), 1.0)  # > 1: spending faster than its traffic

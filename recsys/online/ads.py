@@ -270,7 +270,15 @@ class AdBook:
         day = impression_id.split(".", 1)[0]
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
             raise UnknownImpression(impression_id)
-        if day not in self.ledgers and not (self.folder and (self.folder / f"{day}.log").is_file()):
+        if day in self.ledgers:
+            return day
+        # a day not open: only today's or yesterday's (by the book's clock) may be reopened from its log,
+        # so an old date in an impression id cannot make the one ledger owner replay a whole old day
+        from datetime import UTC, datetime, timedelta
+
+        today = datetime.fromtimestamp(self._clock(0) / 1000, UTC) if self.cfg.clock == "server" else None
+        recent = {f"{today:%Y-%m-%d}", f"{today - timedelta(days=1):%Y-%m-%d}"} if today else set()
+        if day not in recent or not (self.folder and (self.folder / f"{day}.log").is_file()):
             raise UnknownImpression(impression_id)
         return day
 

@@ -129,7 +129,7 @@ def test_pacing_spreads_an_eager_campaigns_budget_over_the_day_and_leaves_a_smal
     """Uniform traffic; unthrottled, campaign 0 would spend 36 a day against a budget of 10 and
     campaign 1 would spend 2.4 of 10. Spend follows the pass rate (a deterministic stand-in for the
     auctions), the controller updates every 15 minutes."""
-    pacing = PacingController(np.array([10.0, 10.0]), np.full(24, 1 / 24), PacingConfig(interval_s=900, gain=0.5))
+    pacing = PacingController(np.array([10.0, 10.0]), np.full(24, 1 / 24), PacingConfig())  # the shipped gain and lead
     per_interval = np.array([36.0, 2.4]) / 96
     spent = np.zeros(2)
     at_noon = None
@@ -271,3 +271,24 @@ def test_a_squashed_ranking_weighs_the_bid_more_and_prices_by_the_same_rule():
     r = run_auction(pctr, bids, 2, squashed, "ecpm")
     assert r.winners.tolist() == [1, 0]
     assert r.prices[0] == pytest.approx(1.5 * (0.08 ** 0.5 * 0.5) / (0.02 ** 0.5 * 1.5))  # the least bid keeping the rank
+
+
+def test_a_window_that_wraps_midnight_keeps_its_rate_through_the_closed_hours():
+    """20:00 to 08:00: from 08:00 to 20:00 it cannot bid, so its spend and share stand still, and the
+    48 updates of those hours must not wind its rate down to the floor before the evening."""
+    from recsys.ads.world import campaign_traffic
+
+    campaigns = pd.DataFrame({"hour_start": [20], "hour_end": [8]})
+    pacing = PacingController(np.array([10.0]), campaign_traffic(campaigns, np.full(24, 1 / 24)), PacingConfig())
+    spent = 0.0
+    for step in range(96):  # spends slightly ahead of its traffic through the night and morning
+        second = (step + 1) * 900
+        if second <= 8 * 3600:
+            spent = min(10.0, spent + 10.0 / 48 * 1.1 * pacing.rate[0])
+        pacing.update(second, np.array([spent]))
+        if second == 8 * 3600:
+            at_eight = pacing.rate[0]
+        if second == 20 * 3600:
+            assert pacing.rate[0] == pytest.approx(at_eight)  # untouched while the window was closed
+    with pytest.raises(ValueError, match="lead_s"):
+        PacingConfig(lead_s=60, interval_s=900)
