@@ -98,7 +98,10 @@ def test_served_ads_are_priced_and_a_click_is_charged_once(served, ads_export):
         assert ad["ecpm"] == pytest.approx(ad["pctr"] * bids[ad["campaign_id"]] * 1000, rel=1e-3)
     ad = body["ads"][0]
     before = requests.get(f"{served.base}/campaigns/{ad['campaign_id']}", timeout=30).json()
-    click = {"user_id": user, "item_id": ad["item_id"], "event": "click", "impression_id": ad["impression_id"], "timestamp": ts + 5000}
+    # the click event under a user id no other test reads: a click joins its user's live history, and the
+    # recommendation and search tests compare served scores with the logged histories of the shop's users
+    click = {"user_id": "ads-clicker-0", "item_id": ad["item_id"], "event": "click", "impression_id": ad["impression_id"],
+             "timestamp": ts + 5000}
     first = requests.post(served.base + "/events", json=click, timeout=30).json()
     repeat = requests.post(served.base + "/events", json=click, timeout=30).json()
     assert first["charged"] == pytest.approx(min(ad["price_per_click"], before["remaining"])) and first["duplicate"] is False
@@ -120,9 +123,9 @@ def test_concurrent_clicks_never_overspend_a_budget_and_each_is_charged_once(ser
     touched = sorted({a["campaign_id"] for _, a in impressions})
     before = {c: requests.get(f"{served.base}/campaigns/{c}", timeout=30).json()["spent"] for c in touched}
 
-    def click(pair):
-        user, ad = pair
-        return requests.post(served.base + "/events", json={"user_id": user, "item_id": ad["item_id"], "event": "click",
+    def click(pair):  # under a user id of its own (see test_served_ads_are_priced_and_a_click_is_charged_once)
+        _, ad = pair
+        return requests.post(served.base + "/events", json={"user_id": "ads-clicker-1", "item_id": ad["item_id"], "event": "click",
                                                            "impression_id": ad["impression_id"]}, timeout=60).json()
 
     with ThreadPoolExecutor(16) as pool:
