@@ -208,7 +208,6 @@ class RecommenderDeployment:
         """The ad engine of the export the app was built with; /ads answers 503 with the reason when it cannot load."""
         from recsys.ads.world import AdWorld
         from recsys.artifacts import ModelExport
-        from recsys.online.ads import AdEngine
 
         if self.spec.ads_export is None or self.ad_ledger is None:
             self.ads_error = "ads.enabled is on but no ads export is published: run the ads stage (python ray_jobs/train_ads.py)"
@@ -279,8 +278,6 @@ class RecommenderDeployment:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _ads(self, jobs: list[tuple]) -> list:
-        from recsys.online.ads import AdEngine
-
         return self._run_batch(jobs, AdEngine.run_jobs)
 
     async def _compute(self, batched, run, engine: OnlineEngine, job):
